@@ -1,0 +1,285 @@
+//! The backup catalog in S3: backup ids, the versioned manifest format and its layout,
+//! `<prefix>/<application>/<backup-id>/manifest.json` beside the dump objects. A backup is good
+//! only when its manifest says `completed`; the manifest is written last.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::error::Error;
+use crate::pg::TableCount;
+use crate::s3::S3Store;
+
+/// The manifest format this code writes and reads.
+pub const MANIFEST_FORMAT: u32 = 1;
+
+/// The prefix used when none is given.
+pub const DEFAULT_PREFIX: &str = "backstop";
+
+/// Where backups of one bucket live.
+#[derive(Clone, Debug)]
+pub struct Catalog {
+    pub store: S3Store,
+    pub prefix: String,
+}
+
+/// The state a manifest records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackupState {
+    /// Every artifact is in place and checked; the backup can be restored.
+    Completed,
+    /// The backup did not finish; its artifacts were removed or never completed.
+    Failed,
+}
+
+impl std::fmt::Display for BackupState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackupState::Completed => "completed",
+            BackupState::Failed => "failed",
+        })
+    }
+}
+
+/// Why the backup was taken.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Purpose {
+    /// A pre-deploy (or operator-requested) backup.
+    Backup,
+    /// The state of a database just before an in-place restore overwrote it.
+    Forensic { restore_of: String },
+}
+
+/// One stored object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Artifact {
+    pub key: String,
+    pub bytes: u64,
+    pub sha256: String,
+    pub parts: u32,
+}
+
+/// One database in a backup.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseBackup {
+    pub database: String,
+    /// `host:port`, for the operator's eyes; no credentials.
+    pub server: String,
+    pub server_version: String,
+    pub server_version_num: u32,
+    pub pg_dump_version: String,
+    /// As given to pg_dump, e.g. `gzip:6` or `zstd:3`.
+    pub compression: String,
+    pub artifact: Artifact,
+    pub tables: Vec<TableCount>,
+}
+
+/// The record of one backup.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub backup_id: String,
+    pub application: String,
+    pub app_version: Option<String>,
+    pub purpose: Purpose,
+    pub state: BackupState,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub finished_at: OffsetDateTime,
+    pub databases: Vec<DatabaseBackup>,
+    /// Why the backup failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Manifest {
+    /// Total bytes of all artifacts.
+    pub fn total_bytes(&self) -> u64 {
+        self.databases.iter().map(|d| d.artifact.bytes).sum()
+    }
+}
+
+/// A new backup id: UTC time then 8 random hex digits, so ids sort by time and never collide.
+pub fn new_backup_id(now: OffsetDateTime) -> String {
+    let t = now.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z-{:08x}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        rand::random::<u32>()
+    )
+}
+
+/// Checks a name used as one path segment of a key (application, backup id).
+pub fn check_segment(what: &str, value: &str) -> Result<(), Error> {
+    let ok = !value.is_empty()
+        && value.len() <= 128
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && value != "."
+        && value != "..";
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput(format!(
+            "{what} {value:?} must be 1-128 characters of letters, digits, '-', '_' or '.'"
+        )))
+    }
+}
+
+impl Catalog {
+    pub fn new(store: S3Store, prefix: &str) -> Result<Self, Error> {
+        let prefix = prefix.trim_matches('/').to_string();
+        if prefix.is_empty()
+            || prefix
+                .split('/')
+                .any(|s| check_segment("prefix", s).is_err())
+        {
+            return Err(Error::InvalidInput(format!(
+                "prefix {prefix:?} must be non-empty segments of letters, digits, '-', '_' or '.'"
+            )));
+        }
+        Ok(Catalog { store, prefix })
+    }
+
+    pub fn backup_dir(&self, application: &str, backup_id: &str) -> String {
+        format!("{}/{}/{}", self.prefix, application, backup_id)
+    }
+
+    pub fn manifest_key(&self, application: &str, backup_id: &str) -> String {
+        format!("{}/manifest.json", self.backup_dir(application, backup_id))
+    }
+
+    pub fn dump_key(&self, application: &str, backup_id: &str, database: &str) -> String {
+        let safe: String = database
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        format!(
+            "{}/db/{}.dump",
+            self.backup_dir(application, backup_id),
+            safe
+        )
+    }
+
+    pub async fn write_manifest(&self, manifest: &Manifest) -> Result<(), Error> {
+        let key = self.manifest_key(&manifest.application, &manifest.backup_id);
+        let body = serde_json::to_vec_pretty(manifest)
+            .map_err(|e| Error::InvalidInput(format!("manifest cannot be serialised: {e}")))?;
+        self.store.put_bytes(&key, body, "application/json").await
+    }
+
+    fn parse(&self, key: &str, body: &[u8]) -> Result<Manifest, Error> {
+        let malformed = |reason: String| Error::ManifestMalformed {
+            bucket: self.store.bucket().to_string(),
+            key: key.to_string(),
+            reason,
+        };
+        #[derive(Deserialize)]
+        struct Version {
+            format_version: u32,
+        }
+        let v: Version = serde_json::from_slice(body).map_err(|e| malformed(e.to_string()))?;
+        if v.format_version != MANIFEST_FORMAT {
+            return Err(malformed(format!(
+                "format_version {} is not supported (this build reads {MANIFEST_FORMAT})",
+                v.format_version
+            )));
+        }
+        serde_json::from_slice(body).map_err(|e| malformed(e.to_string()))
+    }
+
+    /// The applications that have backups under the prefix.
+    pub async fn applications(&self) -> Result<Vec<String>, Error> {
+        let base = format!("{}/", self.prefix);
+        let prefixes = self.store.list(&base, Some("/")).await?;
+        Ok(prefixes
+            .into_iter()
+            .filter_map(|p| {
+                p.strip_prefix(&base)
+                    .map(|s| s.trim_end_matches('/').to_string())
+            })
+            .filter(|s| !s.is_empty())
+            .collect())
+    }
+
+    /// Finds a backup by id, in any application.
+    pub async fn find(&self, backup_id: &str) -> Result<Manifest, Error> {
+        check_segment("backup id", backup_id)?;
+        self.store.check_bucket().await?;
+        for app in self.applications().await? {
+            let key = self.manifest_key(&app, backup_id);
+            if let Some(body) = self.store.get_bytes(&key).await? {
+                return self.parse(&key, &body);
+            }
+        }
+        Err(Error::BackupNotFound {
+            bucket: self.store.bucket().to_string(),
+            prefix: self.prefix.clone(),
+            backup_id: backup_id.to_string(),
+        })
+    }
+
+    /// Every manifest (of one application, when given), newest first. A malformed manifest
+    /// fails the listing with its key named, rather than being skipped silently.
+    pub async fn list(&self, application: Option<&str>) -> Result<Vec<Manifest>, Error> {
+        self.store.check_bucket().await?;
+        let apps = match application {
+            Some(a) => {
+                check_segment("application", a)?;
+                vec![a.to_string()]
+            }
+            None => self.applications().await?,
+        };
+        let mut manifests = Vec::new();
+        for app in apps {
+            let keys = self
+                .store
+                .list(&format!("{}/{}/", self.prefix, app), None)
+                .await?;
+            for key in keys.iter().filter(|k| k.ends_with("/manifest.json")) {
+                if let Some(body) = self.store.get_bytes(key).await? {
+                    manifests.push(self.parse(key, &body)?);
+                }
+            }
+        }
+        manifests.sort_by(|a, b| {
+            b.started_at
+                .cmp(&a.started_at)
+                .then_with(|| b.backup_id.cmp(&a.backup_id))
+        });
+        Ok(manifests)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_sort_by_time_and_segments_are_checked() {
+        let a = new_backup_id(time::macros::datetime!(2026-01-02 03:04:05 UTC));
+        assert!(a.starts_with("20260102T030405Z-"), "{a}");
+        assert_eq!(a.len(), "20260102T030405Z-".len() + 8);
+        assert!(check_segment("application", "shop-api_1.2").is_ok());
+        for bad in ["", "..", "a/b", "a b", "x;rm"] {
+            assert_eq!(
+                check_segment("application", bad).unwrap_err().error_type(),
+                "InvalidInput"
+            );
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! Named errors. Every failure an operation can report is one variant of [`Error`], and
+//! [`Error::error_type`] gives it a stable name that the CLI prints, tests match and, later,
+//! Step Functions Retry/Catch refer to. Messages never carry a password.
+
+use std::fmt;
+
+/// Every failure Backstop reports.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A missing, malformed or contradictory argument; nothing was touched.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// The bucket does not exist (or is not reachable with these credentials).
+    #[error("bucket {bucket} does not exist")]
+    BucketNotFound { bucket: String },
+    /// No manifest for this backup id under the prefix.
+    #[error("backup {backup_id} not found under s3://{bucket}/{prefix}/")]
+    BackupNotFound {
+        bucket: String,
+        prefix: String,
+        backup_id: String,
+    },
+    /// A manifest exists but cannot be read as a Backstop manifest.
+    #[error("manifest s3://{bucket}/{key} is malformed: {reason}")]
+    ManifestMalformed {
+        bucket: String,
+        key: String,
+        reason: String,
+    },
+    /// The backup exists but is not in the `completed` state.
+    #[error("backup {backup_id} is {state}, not completed: it cannot be used")]
+    BackupNotUsable { backup_id: String, state: String },
+    /// The Secrets Manager secret is missing or not in the RDS secret shape.
+    #[error("database secret {secret_id}: {reason}")]
+    SecretUnusable { secret_id: String, reason: String },
+    /// `pg_dump` failed, exited non-zero or was killed.
+    #[error("pg_dump failed: {0}")]
+    DumpFailed(String),
+    /// `pg_restore` failed or exited non-zero.
+    #[error("pg_restore failed: {0}")]
+    PgRestoreFailed(String),
+    /// `pg_restore --list` could not parse the archive.
+    #[error("the archive s3://{bucket}/{key} is not readable by pg_restore: {reason}")]
+    ArchiveUnreadable {
+        bucket: String,
+        key: String,
+        reason: String,
+    },
+    /// A PostgreSQL tool could not be started at all.
+    #[error("cannot run {tool}: {reason} (set PG_BIN_DIR or PATH)")]
+    ToolMissing { tool: String, reason: String },
+    /// A SQL session failed (connect, query).
+    #[error("database {target}: {reason}")]
+    Database { target: String, reason: String },
+    /// An S3 call failed.
+    #[error("S3 {operation} s3://{bucket}/{key} failed: {reason}")]
+    Storage {
+        operation: &'static str,
+        bucket: String,
+        key: String,
+        reason: String,
+    },
+    /// An object the manifest names is not in the bucket.
+    #[error("s3://{bucket}/{key} is missing")]
+    ArtifactMissing { bucket: String, key: String },
+    /// The object's size differs from the manifest's.
+    #[error("s3://{bucket}/{key} is {actual} bytes, the manifest says {expected}")]
+    SizeMismatch {
+        bucket: String,
+        key: String,
+        expected: u64,
+        actual: u64,
+    },
+    /// The object's SHA-256 differs from the manifest's.
+    #[error("s3://{bucket}/{key} has SHA-256 {actual}, the manifest says {expected}")]
+    ChecksumMismatch {
+        bucket: String,
+        key: String,
+        expected: String,
+        actual: String,
+    },
+    /// Restored row counts differ from the manifest's.
+    #[error("row counts in {database} differ from the manifest: {differences}")]
+    RowCountMismatch {
+        database: String,
+        differences: String,
+    },
+    /// The backup was taken from a newer PostgreSQL major version than the target runs.
+    #[error(
+        "the backup comes from PostgreSQL {backup_major}, the target server runs {target_major}: \
+         restoring into an older major version is refused"
+    )]
+    IncompatibleServerVersion {
+        backup_major: u32,
+        target_major: u32,
+    },
+    /// The swap of databases stopped half-way; the message says exactly what state is left.
+    #[error("database swap incomplete: {0}")]
+    SwapIncomplete(String),
+    /// The operation ran past its deadline and was stopped.
+    #[error("{operation} timed out after {seconds} s")]
+    TimedOut { operation: String, seconds: u64 },
+    /// The operation was cancelled (Ctrl-C, shutdown).
+    #[error("{0} was cancelled")]
+    Cancelled(String),
+}
+
+impl Error {
+    /// The stable name of this error, e.g. `ChecksumMismatch`.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Error::InvalidInput(_) => "InvalidInput",
+            Error::BucketNotFound { .. } => "BucketNotFound",
+            Error::BackupNotFound { .. } => "BackupNotFound",
+            Error::ManifestMalformed { .. } => "ManifestMalformed",
+            Error::BackupNotUsable { .. } => "BackupNotUsable",
+            Error::SecretUnusable { .. } => "SecretUnusable",
+            Error::DumpFailed(_) => "DumpFailed",
+            Error::PgRestoreFailed(_) => "PgRestoreFailed",
+            Error::ArchiveUnreadable { .. } => "ArchiveUnreadable",
+            Error::ToolMissing { .. } => "ToolMissing",
+            Error::Database { .. } => "DatabaseError",
+            Error::Storage { .. } => "StorageError",
+            Error::ArtifactMissing { .. } => "ArtifactMissing",
+            Error::SizeMismatch { .. } => "SizeMismatch",
+            Error::ChecksumMismatch { .. } => "ChecksumMismatch",
+            Error::RowCountMismatch { .. } => "RowCountMismatch",
+            Error::IncompatibleServerVersion { .. } => "IncompatibleServerVersion",
+            Error::SwapIncomplete(_) => "SwapIncomplete",
+            Error::TimedOut { .. } => "TimedOut",
+            Error::Cancelled(_) => "Cancelled",
+        }
+    }
+
+    /// Every name [`Error::error_type`] can return, for contract tests.
+    pub const ALL_TYPES: &'static [&'static str] = &[
+        "InvalidInput",
+        "BucketNotFound",
+        "BackupNotFound",
+        "ManifestMalformed",
+        "BackupNotUsable",
+        "SecretUnusable",
+        "DumpFailed",
+        "PgRestoreFailed",
+        "ArchiveUnreadable",
+        "ToolMissing",
+        "DatabaseError",
+        "StorageError",
+        "ArtifactMissing",
+        "SizeMismatch",
+        "ChecksumMismatch",
+        "RowCountMismatch",
+        "IncompatibleServerVersion",
+        "SwapIncomplete",
+        "TimedOut",
+        "Cancelled",
+    ];
+}
+
+/// Display wrapper printing `ErrorType: message`.
+pub struct Named<'a>(pub &'a Error);
+
+impl fmt::Display for Named<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.0.error_type(), self.0)
+    }
+}

@@ -1,0 +1,26 @@
+//! Backstop core: everything the `backstop` CLI and the Lambda functions share.
+//!
+//! - [`error`]: the named errors every operation returns (their `error_type` is a stable name).
+//! - [`dbconfig`]: where a database is and how to log in, from a URL or a Secrets Manager secret.
+//! - [`pg`]: the PostgreSQL side: a SQL session (versions, row counts, create/rename/drop) and the
+//!   `pg_dump`/`pg_restore` tools.
+//! - [`s3`]: the narrow S3 port the catalog and the streams use.
+//! - [`catalog`]: backup ids, the manifest format and where it lives in the bucket.
+//! - [`upload`]: a byte stream into an S3 multipart upload with growing parts and SHA-256.
+//! - [`download`]: an S3 object streamed out with ranged GETs, bounded prefetch and SHA-256.
+//! - [`backup`], [`verify`], [`restore`]: the database backup, verify and restore operations.
+//! - [`progress`]: how long operations report bytes moved.
+
+pub mod backup;
+pub mod catalog;
+pub mod dbconfig;
+pub mod download;
+pub mod error;
+pub mod pg;
+pub mod progress;
+pub mod restore;
+pub mod s3;
+pub mod upload;
+pub mod verify;
+
+pub use error::Error;

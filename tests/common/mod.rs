@@ -1,0 +1,244 @@
+//! Shared set-up for the CLI integration tests: a moto server, a throwaway PostgreSQL cluster,
+//! a bucket, and helpers to run `backstop` against them and to look at S3 and tables directly.
+
+#![allow(dead_code)]
+
+use std::process::{Command, Output};
+
+use aws_sdk_s3::config::{Credentials, Region};
+use backstop_testbed::{Moto, PgCluster};
+
+pub struct Bed {
+    pub moto: Moto,
+    pub pg: PgCluster,
+    pub bucket: String,
+    pub rt: tokio::runtime::Runtime,
+    pub s3: aws_sdk_s3::Client,
+}
+
+/// What a `backstop` run printed.
+pub struct Run {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!("stdout is not JSON ({e}): {}\n{}", self.stdout, self.stderr)
+        })
+    }
+}
+
+impl Bed {
+    pub fn start() -> Bed {
+        let moto = Moto::start().expect("moto starts");
+        let pg = PgCluster::start().expect("postgres starts");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let s3 = s3_client(&moto.endpoint);
+        let bucket = "backstop-test".to_string();
+        rt.block_on(s3.create_bucket().bucket(&bucket).send())
+            .expect("bucket created");
+        Bed {
+            moto,
+            pg,
+            bucket,
+            rt,
+            s3,
+        }
+    }
+
+    /// Runs `backstop ARGS` against moto (or `endpoint`) with the cluster's tools.
+    pub fn backstop_at(&self, endpoint: &str, args: &[&str]) -> Run {
+        let out: Output = Command::new(env!("CARGO_BIN_EXE_backstop"))
+            .args(args)
+            .env("AWS_ENDPOINT_URL", endpoint)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("PG_BIN_DIR", self.pg.bin_dir())
+            .env_remove("BACKSTOP_DATABASE_URL")
+            .output()
+            .expect("backstop runs");
+        Run {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    pub fn backstop(&self, args: &[&str]) -> Run {
+        self.backstop_at(&self.moto.endpoint.clone(), args)
+    }
+
+    /// `backstop db backup` of `db`; panics unless it succeeds; returns the backup id.
+    pub fn backup(&self, db: &str, extra: &[&str]) -> String {
+        let url = self.pg.url(db);
+        let mut args = vec![
+            "db",
+            "backup",
+            "--database-url",
+            &url,
+            "--bucket",
+            &self.bucket,
+        ];
+        args.extend_from_slice(extra);
+        let run = self.backstop(&args);
+        assert!(run.ok, "backup failed: {}", run.all());
+        let id = run.stdout.trim().to_string();
+        assert!(!id.is_empty());
+        id
+    }
+
+    pub fn keys(&self) -> Vec<String> {
+        let out = self
+            .rt
+            .block_on(self.s3.list_objects_v2().bucket(&self.bucket).send())
+            .unwrap();
+        out.contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_string))
+            .collect()
+    }
+
+    pub fn get(&self, key: &str) -> Vec<u8> {
+        let out = self
+            .rt
+            .block_on(self.s3.get_object().bucket(&self.bucket).key(key).send())
+            .unwrap();
+        self.rt
+            .block_on(out.body.collect())
+            .unwrap()
+            .into_bytes()
+            .to_vec()
+    }
+
+    pub fn put(&self, key: &str, body: Vec<u8>) {
+        self.rt
+            .block_on(
+                self.s3
+                    .put_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .body(body.into())
+                    .send(),
+            )
+            .unwrap();
+    }
+
+    pub fn open_multipart_uploads(&self) -> usize {
+        let out = self
+            .rt
+            .block_on(self.s3.list_multipart_uploads().bucket(&self.bucket).send())
+            .unwrap();
+        out.uploads().len()
+    }
+
+    /// Every manifest in the bucket, parsed.
+    pub fn manifests(&self) -> Vec<serde_json::Value> {
+        self.keys()
+            .iter()
+            .filter(|k| k.ends_with("/manifest.json"))
+            .map(|k| serde_json::from_slice(&self.get(k)).unwrap())
+            .collect()
+    }
+
+    /// The dump object of a backup.
+    pub fn dump_key(&self, backup_id: &str) -> String {
+        self.keys()
+            .into_iter()
+            .find(|k| k.contains(backup_id) && k.ends_with(".dump"))
+            .expect("dump object exists")
+    }
+
+    /// Ordered-content checksum of every user table: `schema.table -> md5`.
+    pub fn table_checksums(&self, db: &str) -> Vec<(String, String)> {
+        let tables = self
+            .pg
+            .psql(
+                db,
+                "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables \
+                 WHERE schemaname NOT IN ('pg_catalog','information_schema') ORDER BY 1",
+            )
+            .unwrap();
+        tables
+            .lines()
+            .map(|t| {
+                let sum = self
+                    .pg
+                    .psql(
+                        db,
+                        &format!(
+                            "SELECT coalesce(md5(string_agg(x::text, '|' ORDER BY x::text)), 'empty') FROM {t} x"
+                        ),
+                    )
+                    .unwrap();
+                (t.to_string(), sum)
+            })
+            .collect()
+    }
+
+    pub fn databases(&self) -> Vec<String> {
+        self.pg
+            .psql("postgres", "SELECT datname FROM pg_database ORDER BY 1")
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+pub fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+/// A schema with a sequence, a view, a function, an index, foreign keys and a few thousand rows.
+pub const SHOP_SCHEMA: &str = r#"
+CREATE SEQUENCE invoice_no START 1000;
+CREATE TABLE customers (id serial PRIMARY KEY, name text NOT NULL, email text UNIQUE);
+CREATE TABLE products (id serial PRIMARY KEY, sku text NOT NULL UNIQUE, price numeric(10,2) NOT NULL);
+CREATE TABLE orders (
+  id serial PRIMARY KEY,
+  customer_id int NOT NULL REFERENCES customers(id),
+  product_id int NOT NULL REFERENCES products(id),
+  qty int NOT NULL CHECK (qty > 0),
+  invoice bigint NOT NULL DEFAULT nextval('invoice_no'),
+  note text,
+  placed_at timestamptz NOT NULL DEFAULT '2026-01-01 00:00:00+00'
+);
+CREATE INDEX orders_customer_idx ON orders (customer_id, placed_at);
+CREATE FUNCTION order_total(o orders) RETURNS numeric LANGUAGE sql STABLE
+  AS $$ SELECT o.qty * p.price FROM products p WHERE p.id = o.product_id $$;
+CREATE VIEW customer_totals AS
+  SELECT c.id, c.name, sum(order_total(o)) AS total FROM customers c JOIN orders o ON o.customer_id = c.id GROUP BY c.id, c.name;
+INSERT INTO customers (name, email) SELECT 'customer ' || g, 'c' || g || '@example.com' FROM generate_series(1, 500) g;
+INSERT INTO products (sku, price) SELECT 'SKU-' || g, (g % 97) + 0.99 FROM generate_series(1, 200) g;
+INSERT INTO orders (customer_id, product_id, qty, note, placed_at)
+  SELECT (g % 500) + 1, (g % 200) + 1, (g % 7) + 1, 'note ' || g, '2026-01-01'::timestamptz + g * interval '1 minute'
+  FROM generate_series(1, 4000) g;
+"#;
+
+/// What a bad deploy does: drops a column, deletes rows, replaces a view, adds a table.
+pub const DESTRUCTIVE_MIGRATION: &str = r#"
+DROP VIEW customer_totals;
+ALTER TABLE orders DROP COLUMN note;
+DELETE FROM orders WHERE id % 3 = 0;
+UPDATE products SET price = 0;
+SELECT setval('invoice_no', 1);
+CREATE TABLE shiny_new_feature (id int);
+"#;
