@@ -1,0 +1,591 @@
+//! Failure paths against moto and a throwaway PostgreSQL: every one ends in a named error, a
+//! non-zero exit, no good manifest, no open multipart upload and an untouched database.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use backstop_testbed::{Fault, FaultProxy};
+use common::{Bed, SHOP_SCHEMA};
+
+/// A table of ~30 MB that does not compress much, so a dump spans several 8 MiB parts.
+const BIG_TABLE: &str = "CREATE TABLE big AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) || md5((g * 13)::text) AS payload FROM generate_series(1, 300000) g;";
+
+fn no_completed_manifest(bed: &Bed) {
+    for m in bed.manifests() {
+        assert_ne!(
+            m["state"], "completed",
+            "a failed backup left a good manifest: {m}"
+        );
+    }
+}
+
+#[test]
+fn s3_failing_mid_upload_aborts_the_upload_and_leaves_no_good_manifest() {
+    let bed = Bed::start();
+    bed.pg.create_db("app").unwrap();
+    bed.pg.psql_script("app", BIG_TABLE).unwrap();
+    let proxy = FaultProxy::start(
+        bed.moto.port,
+        Fault::FailAfter {
+            matching: "partNumber=".into(),
+            after: 2,
+            status: 500,
+        },
+    )
+    .unwrap();
+    let url = bed.pg.url("app");
+    let run = bed.backstop_at(
+        &proxy.endpoint,
+        &[
+            "db",
+            "backup",
+            "--database-url",
+            &url,
+            "--bucket",
+            &bed.bucket,
+            "--compression",
+            "none",
+        ],
+    );
+    assert!(!run.ok, "backup must fail: {}", run.all());
+    assert!(
+        run.stderr.contains("error: StorageError: S3 UploadPart"),
+        "{}",
+        run.stderr
+    );
+    assert!(proxy.injected() >= 1);
+    assert_eq!(
+        bed.open_multipart_uploads(),
+        0,
+        "the multipart upload was aborted"
+    );
+    assert!(
+        !bed.keys().iter().any(|k| k.ends_with(".dump")),
+        "no dump object"
+    );
+    no_completed_manifest(&bed);
+    let failed = bed.manifests();
+    assert_eq!(failed.len(), 1);
+    assert!(failed[0]["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("StorageError"));
+    // The failed backup is listed as failed and cannot be restored.
+    let id = failed[0]["backup_id"].as_str().unwrap();
+    let restore = bed.backstop(&[
+        "db",
+        "restore",
+        "--bucket",
+        &bed.bucket,
+        "--backup-id",
+        id,
+        "--database-url",
+        &url,
+    ]);
+    assert!(
+        !restore.ok && restore.stderr.contains("BackupNotUsable"),
+        "{}",
+        restore.all()
+    );
+}
+
+#[test]
+fn pg_dump_failing_gives_a_named_error_and_no_good_manifest() {
+    let bed = Bed::start();
+    bed.pg.create_db("app").unwrap();
+    bed.pg.psql_script("app", BIG_TABLE).unwrap();
+
+    // A database that does not exist: refused before anything is uploaded.
+    let wrong = bed.pg.url("no_such_db");
+    let run = bed.backstop(&[
+        "db",
+        "backup",
+        "--database-url",
+        &wrong,
+        "--bucket",
+        &bed.bucket,
+    ]);
+    assert!(!run.ok);
+    assert!(
+        run.stderr.contains("error: DatabaseError:") && run.stderr.contains("no_such_db"),
+        "{}",
+        run.stderr
+    );
+    assert!(bed.keys().is_empty(), "nothing written: {:?}", bed.keys());
+
+    // pg_dump killed midway, after it has streamed part of the archive.
+    let dir = tempdir();
+    let wrapper = dir.join("pg_dump");
+    let real = bed.pg.bin_dir().join("pg_dump");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in --version) exec '{real}' \"$@\";; esac\n\
+             '{real}' \"$@\" | head -c 9000000\nkill -9 $$\n",
+            real = real.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let url = bed.pg.url("app");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_backstop"))
+        .args([
+            "db",
+            "backup",
+            "--database-url",
+            &url,
+            "--bucket",
+            &bed.bucket,
+            "--compression",
+            "none",
+        ])
+        .env("AWS_ENDPOINT_URL", &bed.moto.endpoint)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("PG_BIN_DIR", &dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("error: DumpFailed: pg_dump failed: killed by signal 9"),
+        "{stderr}"
+    );
+    assert_eq!(bed.open_multipart_uploads(), 0);
+    assert!(!bed.keys().iter().any(|k| k.ends_with(".dump")));
+    no_completed_manifest(&bed);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_corrupted_object_is_refused_by_verify_and_restore_and_the_target_is_unchanged() {
+    let bed = Bed::start();
+    bed.pg.create_db("app").unwrap();
+    bed.pg.psql_script("app", SHOP_SCHEMA).unwrap();
+    bed.pg.psql_script("app", BIG_TABLE).unwrap();
+    let id = bed.backup("app", &["--compression", "none"]);
+    let key = bed.dump_key(&id);
+    let mut body = bed.get(&key);
+    let mid = body.len() * 3 / 4;
+    body[mid] ^= 0x5a;
+    bed.put(&key, body);
+    // The damage a failed deploy did, which a refused restore must leave exactly as it is.
+    bed.pg
+        .psql("app", "DELETE FROM orders WHERE id > 10")
+        .unwrap();
+    let before = bed.table_checksums("app");
+    let dbs_before = bed.databases();
+    let url = bed.pg.url("app");
+
+    let verify = bed.backstop(&[
+        "db",
+        "verify",
+        "--bucket",
+        &bed.bucket,
+        "--backup-id",
+        &id,
+        "--json",
+    ]);
+    assert!(!verify.ok);
+    assert_eq!(
+        verify.json()["error"]["type"],
+        "ChecksumMismatch",
+        "{}",
+        verify.all()
+    );
+
+    for mode in ["swap", "in-place"] {
+        let run = bed.backstop(&[
+            "db",
+            "restore",
+            "--bucket",
+            &bed.bucket,
+            "--backup-id",
+            &id,
+            "--database-url",
+            &url,
+            "--mode",
+            mode,
+            "--no-forensic-dump",
+        ]);
+        assert!(!run.ok, "{mode}: {}", run.all());
+        assert!(
+            run.stderr.contains("error: ChecksumMismatch:"),
+            "{mode}: {}",
+            run.stderr
+        );
+        assert_eq!(
+            bed.table_checksums("app"),
+            before,
+            "{mode} left the target unchanged"
+        );
+        assert_eq!(
+            bed.databases(),
+            dbs_before,
+            "{mode} left no scratch database"
+        );
+    }
+
+    // A truncated object is refused on size before anything runs.
+    let mut body = bed.get(&key);
+    body.truncate(body.len() - 1);
+    bed.put(&key, body);
+    let run = bed.backstop(&[
+        "db",
+        "restore",
+        "--bucket",
+        &bed.bucket,
+        "--backup-id",
+        &id,
+        "--database-url",
+        &url,
+    ]);
+    assert!(
+        run.stderr.contains("error: SizeMismatch:"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(bed.table_checksums("app"), before);
+}
+
+#[test]
+fn bad_input_gives_named_errors_and_no_side_effects() {
+    let bed = Bed::start();
+    bed.pg.create_db("app").unwrap();
+    bed.pg.psql_script("app", SHOP_SCHEMA).unwrap();
+    let id = bed.backup("app", &["--application", "shop"]);
+    let url = bed.pg.url("app");
+    let before = bed.table_checksums("app");
+    let keys_before = bed.keys();
+    let b = bed.bucket.as_str();
+
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                "backups",
+                "show",
+                "--bucket",
+                b,
+                "--backup-id",
+                "20990101T000000Z-deadbeef",
+            ],
+            "BackupNotFound",
+        ),
+        (
+            vec![
+                "db",
+                "restore",
+                "--bucket",
+                b,
+                "--backup-id",
+                "20990101T000000Z-deadbeef",
+                "--database-url",
+                &url,
+            ],
+            "BackupNotFound",
+        ),
+        (
+            vec!["db", "verify", "--bucket", b, "--backup-id", "../../etc"],
+            "InvalidInput",
+        ),
+        (
+            vec!["backups", "list", "--bucket", "no-such-bucket"],
+            "BucketNotFound",
+        ),
+        (
+            vec![
+                "db",
+                "backup",
+                "--bucket",
+                "no-such-bucket",
+                "--database-url",
+                &url,
+            ],
+            "BucketNotFound",
+        ),
+        (
+            vec![
+                "db",
+                "restore",
+                "--bucket",
+                "no-such-bucket",
+                "--backup-id",
+                &id,
+                "--database-url",
+                &url,
+            ],
+            "BucketNotFound",
+        ),
+        (
+            vec![
+                "db",
+                "backup",
+                "--bucket",
+                b,
+                "--database-url",
+                "mysql://u:p@127.0.0.1/app",
+            ],
+            "InvalidInput",
+        ),
+        (
+            vec![
+                "db",
+                "backup",
+                "--bucket",
+                b,
+                "--database-url",
+                "postgres://127.0.0.1",
+            ],
+            "InvalidInput",
+        ),
+        (vec!["db", "backup", "--bucket", b], "InvalidInput"),
+        (
+            vec![
+                "db",
+                "backup",
+                "--bucket",
+                b,
+                "--database-url",
+                &url,
+                "--application",
+                "a/b",
+            ],
+            "InvalidInput",
+        ),
+        (
+            vec![
+                "db",
+                "backup",
+                "--bucket",
+                b,
+                "--database-url",
+                &url,
+                "--compression",
+                "lz9",
+            ],
+            "InvalidInput",
+        ),
+        (
+            vec![
+                "db",
+                "restore",
+                "--bucket",
+                b,
+                "--backup-id",
+                &id,
+                "--database-url",
+                &url,
+                "--mode",
+                "sideways",
+            ],
+            "InvalidInput",
+        ),
+    ];
+    for (args, expected) in &cases {
+        let mut with_json = args.clone();
+        with_json.push("--json");
+        let run = bed.backstop(&with_json);
+        assert!(!run.ok, "{args:?} must fail");
+        assert_eq!(
+            run.json()["error"]["type"],
+            *expected,
+            "{args:?}: {}",
+            run.all()
+        );
+        let run = bed.backstop(args);
+        assert!(
+            run.stderr.contains(&format!("error: {expected}:")),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+    assert_eq!(bed.keys(), keys_before, "no object written or removed");
+    assert_eq!(bed.table_checksums("app"), before, "database untouched");
+
+    // A malformed manifest is named, for show, list and restore, and restore touches nothing.
+    let key = format!("backstop/shop/{id}/manifest.json");
+    bed.put(&key, b"{\"format_version\": 1, \"backup_id\": 42".to_vec());
+    for args in [
+        vec!["backups", "show", "--bucket", b, "--backup-id", &id],
+        vec!["backups", "list", "--bucket", b],
+        vec![
+            "db",
+            "restore",
+            "--bucket",
+            b,
+            "--backup-id",
+            &id,
+            "--database-url",
+            &url,
+        ],
+    ] {
+        let run = bed.backstop(&args);
+        assert!(!run.ok);
+        assert!(
+            run.stderr.contains("error: ManifestMalformed:") && run.stderr.contains(&key),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+    bed.put(&key, br#"{"format_version": 99}"#.to_vec());
+    let run = bed.backstop(&["backups", "show", "--bucket", b, "--backup-id", &id]);
+    assert!(
+        run.stderr.contains("format_version 99 is not supported"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(bed.table_checksums("app"), before);
+    assert_eq!(
+        bed.databases().len(),
+        4,
+        "postgres, template0, template1, app"
+    );
+}
+
+#[test]
+fn the_password_never_appears_in_any_output_log_or_error() {
+    let bed = Bed::start();
+    bed.pg.create_db("app").unwrap();
+    bed.pg.psql_script("app", SHOP_SCHEMA).unwrap();
+    let password = bed.pg.password.clone();
+    let url = bed.pg.url("app");
+    let wrong_password = "Wr0ngPassw0rdThatMustNotLeak";
+    let wrong_url = url.replace(&password, wrong_password);
+    assert_ne!(url, wrong_url);
+    let b = bed.bucket.as_str();
+
+    let id = bed.backup("app", &[]);
+    let mut runs = Vec::new();
+    for json in [false, true] {
+        let mut all: Vec<Vec<&str>> = vec![
+            vec!["db", "backup", "--bucket", b, "--database-url", &url],
+            vec!["db", "backup", "--bucket", b, "--database-url", &wrong_url],
+            vec![
+                "db",
+                "verify",
+                "--bucket",
+                b,
+                "--backup-id",
+                &id,
+                "--restore-test",
+                "--database-url",
+                &url,
+            ],
+            vec![
+                "db",
+                "verify",
+                "--bucket",
+                b,
+                "--backup-id",
+                &id,
+                "--restore-test",
+                "--database-url",
+                &wrong_url,
+            ],
+            vec![
+                "db",
+                "restore",
+                "--bucket",
+                b,
+                "--backup-id",
+                &id,
+                "--database-url",
+                &url,
+            ],
+            vec![
+                "db",
+                "restore",
+                "--bucket",
+                b,
+                "--backup-id",
+                &id,
+                "--database-url",
+                &url,
+                "--mode",
+                "in-place",
+            ],
+            vec![
+                "db",
+                "restore",
+                "--bucket",
+                b,
+                "--backup-id",
+                &id,
+                "--database-url",
+                &wrong_url,
+            ],
+            vec!["backups", "list", "--bucket", b],
+            vec!["backups", "show", "--bucket", b, "--backup-id", &id],
+        ];
+        if json {
+            all.iter_mut().for_each(|a| a.push("--json"));
+        }
+        for args in all {
+            runs.push((args.join(" "), bed_run_verbose(&bed, &args)));
+        }
+    }
+    let failures = runs.iter().filter(|(_, (ok, _))| !ok).count();
+    assert_eq!(
+        failures, 6,
+        "the wrong-password runs fail, the others succeed"
+    );
+    for (args, (_, output)) in &runs {
+        assert!(
+            !output.contains(&password),
+            "password leaked by `{args}`:\n{output}"
+        );
+        assert!(
+            !output.contains(wrong_password),
+            "wrong password leaked by `{args}`:\n{output}"
+        );
+    }
+    assert!(runs
+        .iter()
+        .any(|(_, (_, o))| o.contains("password authentication failed")));
+    for m in bed.manifests() {
+        let text = m.to_string();
+        assert!(
+            !text.contains(&password) && !text.contains(wrong_password),
+            "{text}"
+        );
+    }
+}
+
+/// Runs with debug logging on, returning (success, stdout + stderr).
+fn bed_run_verbose(bed: &Bed, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_backstop"))
+        .args(args)
+        .env("AWS_ENDPOINT_URL", &bed.moto.endpoint)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("PG_BIN_DIR", bed.pg.bin_dir())
+        .env("BACKSTOP_LOG", "debug")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn tempdir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "backstop-test-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
