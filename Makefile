@@ -1,0 +1,56 @@
+# Backstop's one task runner: the README and CI call these targets.
+#   make demo   installs what is missing, then runs a protected deploy on the local default
+#   make test   installs what is missing, then runs every test, linter and validator
+#   make bench  the benchmarks (throughput ratios, peak RSS)
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := test
+VENV := .venv
+REQS := requirements-dev.txt
+VENV_STAMP := $(VENV)/.installed-$(shell sha256sum $(REQS) 2>/dev/null | cut -c1-16)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+CARGO ?= cargo
+
+.PHONY: setup postgres venv build demo test lint unit bench clean
+
+setup: postgres venv
+
+# Debian's PostgreSQL server and client tools (initdb, pg_dump, pg_restore, pgbench).
+postgres:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v runuser >/dev/null; then \
+		echo "installing PostgreSQL from Debian"; \
+		$(SUDO) apt-get update -q && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+			postgresql postgresql-contrib util-linux; \
+	fi
+
+# moto server and awscli, pinned, in .venv.
+venv: $(VENV_STAMP)
+
+$(VENV_STAMP): $(REQS)
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r $(REQS)
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+build:
+	$(CARGO) build --bins --examples
+
+demo: setup
+	$(CARGO) build --bin backstop --example demo
+	$(CARGO) run -q --example demo
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+test: setup lint
+	$(CARGO) test --workspace --all-targets
+
+bench: setup
+	$(CARGO) build --release --bin backstop
+	bash bench/run.sh
+
+clean:
+	$(CARGO) clean
+	rm -rf $(VENV)
