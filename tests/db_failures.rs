@@ -589,3 +589,151 @@ fn rand_suffix() -> u64 {
         .unwrap()
         .as_nanos() as u64
 }
+
+/// A pg_dump that streams ~9 MB of the real archive and then stalls with its stdout open.
+fn stalling_pg_dump(bed: &Bed) -> std::path::PathBuf {
+    let dir = tempdir();
+    let wrapper = dir.join("pg_dump");
+    let real = bed.pg.bin_dir().join("pg_dump");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in --version) exec '{real}' \"$@\";; esac\n\
+             '{real}' \"$@\" | {{ head -c 9000000; exec sleep 20; }}\n",
+            real = real.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+fn backstop_cmd(bed: &Bed, pg_bin: &std::path::Path, args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_backstop"));
+    cmd.args(args)
+        .env("AWS_ENDPOINT_URL", &bed.moto.endpoint)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("PG_BIN_DIR", pg_bin);
+    cmd
+}
+
+#[test]
+fn a_timeout_or_a_cancel_stops_the_backup_and_aborts_the_upload() {
+    let bed = Bed::start();
+    bed.pg.create_db("app").unwrap();
+    bed.pg.psql_script("app", BIG_TABLE).unwrap();
+    let dir = stalling_pg_dump(&bed);
+    let url = bed.pg.url("app");
+    let args = [
+        "db",
+        "backup",
+        "--database-url",
+        &url,
+        "--bucket",
+        &bed.bucket,
+        "--compression",
+        "none",
+    ];
+
+    let mut with_timeout = args.to_vec();
+    with_timeout.extend(["--timeout", "3"]);
+    let out = backstop_cmd(&bed, &dir, &with_timeout).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("error: TimedOut: backup timed out after 3 s"),
+        "{stderr}"
+    );
+    assert_eq!(bed.open_multipart_uploads(), 0);
+    no_completed_manifest(&bed);
+
+    // Ctrl-C while parts are uploading.
+    let mut child = backstop_cmd(&bed, &dir, &args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while bed.open_multipart_uploads() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upload never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("error: Cancelled: backup was cancelled"),
+        "{stderr}"
+    );
+    assert_eq!(bed.open_multipart_uploads(), 0);
+    assert!(!bed.keys().iter().any(|k| k.ends_with(".dump")));
+    no_completed_manifest(&bed);
+    let errors: Vec<String> = bed
+        .manifests()
+        .iter()
+        .map(|m| {
+            m["error"]
+                .as_str()
+                .unwrap()
+                .split(':')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(errors.len(), 2);
+    assert!(
+        errors.contains(&"TimedOut".to_string()) && errors.contains(&"Cancelled".to_string()),
+        "{errors:?}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_backup_from_a_newer_major_version_is_refused_before_anything_is_touched() {
+    let bed = Bed::start();
+    bed.pg.create_db("app").unwrap();
+    bed.pg.psql_script("app", SHOP_SCHEMA).unwrap();
+    let id = bed.backup("app", &["--application", "shop"]);
+    let key = format!("backstop/shop/{id}/manifest.json");
+    let mut manifest: serde_json::Value = serde_json::from_slice(&bed.get(&key)).unwrap();
+    manifest["databases"][0]["server_version_num"] = serde_json::json!(990001);
+    bed.put(&key, serde_json::to_vec(&manifest).unwrap());
+    bed.pg.psql("app", "DELETE FROM orders").unwrap();
+    let before = bed.table_checksums("app");
+    let dbs = bed.databases();
+    for mode in ["swap", "in-place"] {
+        let run = bed.backstop(&[
+            "db",
+            "restore",
+            "--bucket",
+            &bed.bucket,
+            "--backup-id",
+            &id,
+            "--database-url",
+            &bed.pg.url("app"),
+            "--mode",
+            mode,
+        ]);
+        assert!(!run.ok);
+        assert!(
+            run.stderr
+                .contains("error: IncompatibleServerVersion: the backup comes from PostgreSQL 99"),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(bed.table_checksums("app"), before);
+        assert_eq!(bed.databases(), dbs);
+    }
+    assert_eq!(bed.manifests().len(), 1, "no forensic dump was taken");
+}
