@@ -650,7 +650,7 @@ fn a_timeout_or_a_cancel_stops_the_backup_and_aborts_the_upload() {
     no_completed_manifest(&bed);
 
     // Ctrl-C while parts are uploading.
-    let mut child = backstop_cmd(&bed, &dir, &args)
+    let child = backstop_cmd(&bed, &dir, &args)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();

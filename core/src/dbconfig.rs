@@ -56,6 +56,8 @@ pub struct DbTarget {
     pub dbname: String,
     /// libpq `sslmode`, passed to the tools as `PGSSLMODE` when set.
     pub sslmode: Option<String>,
+    /// libpq `sslrootcert`, passed to the tools as `PGSSLROOTCERT` when set.
+    pub sslrootcert: Option<std::path::PathBuf>,
 }
 
 impl fmt::Display for DbTarget {
@@ -112,10 +114,11 @@ impl DbTarget {
         if dbname.is_empty() {
             return Err(bad("no database name in the path"));
         }
-        let mut sslmode = None;
+        let (mut sslmode, mut sslrootcert) = (None, None);
         for (k, v) in parsed.query_pairs() {
             match k.as_ref() {
                 "sslmode" => sslmode = Some(v.into_owned()),
+                "sslrootcert" => sslrootcert = Some(std::path::PathBuf::from(v.into_owned())),
                 other => return Err(bad(&format!("unsupported parameter {other}"))),
             }
         }
@@ -126,6 +129,7 @@ impl DbTarget {
             password,
             dbname,
             sslmode,
+            sslrootcert,
         })
     }
 
@@ -160,6 +164,7 @@ impl DbTarget {
             password: Password::new(s.password),
             dbname,
             sslmode: None,
+            sslrootcert: None,
         })
     }
 
@@ -207,6 +212,9 @@ impl DbTarget {
         ];
         if let Some(mode) = &self.sslmode {
             env.push(("PGSSLMODE", mode.clone()));
+        }
+        if let Some(root) = &self.sslrootcert {
+            env.push(("PGSSLROOTCERT", root.display().to_string()));
         }
         env
     }

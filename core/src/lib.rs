@@ -4,6 +4,7 @@
 //! - [`dbconfig`]: where a database is and how to log in, from a URL or a Secrets Manager secret.
 //! - [`pg`]: the PostgreSQL side: a SQL session (versions, row counts, create/rename/drop) and the
 //!   `pg_dump`/`pg_restore` tools.
+//! - [`pgtls`]: TLS for that SQL session, with libpq's `sslmode` meanings.
 //! - [`s3`]: the narrow S3 port the catalog and the streams use.
 //! - [`catalog`]: backup ids, the manifest format and where it lives in the bucket.
 //! - [`upload`]: a byte stream into an S3 multipart upload with growing parts and SHA-256.
@@ -17,6 +18,7 @@ pub mod dbconfig;
 pub mod download;
 pub mod error;
 pub mod pg;
+pub mod pgtls;
 pub mod progress;
 pub mod restore;
 pub mod s3;

@@ -55,23 +55,34 @@ impl Session {
         if !target.password.expose().is_empty() {
             cfg.password(target.password.expose());
         }
-        if let Some(mode) = target.sslmode.as_deref() {
-            if !matches!(mode, "disable" | "allow" | "prefer") {
-                return Err(Error::InvalidInput(format!(
-                    "sslmode={mode}: TLS for Backstop's own SQL session is not supported yet; \
-                     use sslmode=prefer or disable"
-                )));
+        let tls = crate::pgtls::plan(target.sslmode.as_deref(), target.sslrootcert.as_deref())?;
+        cfg.ssl_mode(tls.mode);
+        let client = match tls.connector {
+            Some(connector) => {
+                let (client, connection) = cfg
+                    .connect(connector)
+                    .await
+                    .map_err(|e| db_error(target, &e))?;
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(error = %e, "postgres connection ended");
+                    }
+                });
+                client
             }
-        }
-        let (client, connection) = cfg
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(|e| db_error(target, &e))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "postgres connection ended");
+            None => {
+                let (client, connection) = cfg
+                    .connect(tokio_postgres::NoTls)
+                    .await
+                    .map_err(|e| db_error(target, &e))?;
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(error = %e, "postgres connection ended");
+                    }
+                });
+                client
             }
-        });
+        };
         Ok(Session {
             client,
             target: target.clone(),

@@ -29,11 +29,28 @@ pub struct PgCluster {
     /// Postmaster PID; 0 while not started.
     pid: u32,
     as_postgres: bool,
+    /// Only TLS connections are accepted (like RDS with `rds.force_ssl`).
+    tls_only: bool,
 }
 
 impl PgCluster {
     /// Runs initdb into a fresh temp dir and starts the server on a free port.
     pub fn start() -> Result<PgCluster, TestbedError> {
+        Self::start_with(false)
+    }
+
+    /// Like [`PgCluster::start`], but the server only accepts TLS connections over TCP, with a
+    /// self-signed certificate for 127.0.0.1 whose copy is at [`PgCluster::ca_cert`].
+    pub fn start_tls_only() -> Result<PgCluster, TestbedError> {
+        Self::start_with(true)
+    }
+
+    /// The certificate a TLS-only cluster presents (it is its own CA).
+    pub fn ca_cert(&self) -> Option<PathBuf> {
+        self.tls_only.then(|| self.dir.join("ca.crt"))
+    }
+
+    fn start_with(tls_only: bool) -> Result<PgCluster, TestbedError> {
         let bin_dir = find_bin_dir()?;
         let password = random_alnum(24)?;
         let dir = unique_temp_dir("pg")?;
@@ -46,8 +63,12 @@ impl PgCluster {
             dir,
             pid: 0,
             as_postgres: is_root(),
+            tls_only,
         };
         cluster.initdb()?;
+        if tls_only {
+            cluster.require_tls()?;
+        }
         let mut last_err = None;
         for _ in 0..START_ATTEMPTS {
             match cluster.start_server() {
@@ -214,16 +235,108 @@ impl PgCluster {
         Ok(())
     }
 
+    /// A test CA, a server certificate for 127.0.0.1 signed by it, and an hba that rejects
+    /// plaintext TCP.
+    fn require_tls(&mut self) -> Result<(), TestbedError> {
+        let data = self.data_dir();
+        let (crt, key) = (data.join("server.crt"), data.join("server.key"));
+        let (ca_crt, ca_key) = (self.dir.join("ca.crt"), self.dir.join("ca.key"));
+        let (csr, ext) = (self.dir.join("server.csr"), self.dir.join("server.ext"));
+        std::fs::write(
+            &ext,
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+             keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+        )
+        .map_err(|e| TestbedError::io("writing the certificate extensions", e))?;
+        let openssl = |args: Vec<std::ffi::OsString>| -> Result<(), TestbedError> {
+            let out = Command::new("openssl")
+                .args(&args)
+                .output()
+                .map_err(|e| TestbedError::io("running openssl", e))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(TestbedError::command(
+                    "openssl",
+                    String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                ))
+            }
+        };
+        let os = |parts: &[&dyn AsRef<std::ffi::OsStr>]| -> Vec<std::ffi::OsString> {
+            parts.iter().map(|p| p.as_ref().to_os_string()).collect()
+        };
+        openssl(os(&[
+            &"req",
+            &"-x509",
+            &"-newkey",
+            &"rsa:2048",
+            &"-nodes",
+            &"-days",
+            &"2",
+            &"-subj",
+            &"/CN=backstop test CA",
+            &"-keyout",
+            &ca_key,
+            &"-out",
+            &ca_crt,
+        ]))?;
+        openssl(os(&[
+            &"req",
+            &"-newkey",
+            &"rsa:2048",
+            &"-nodes",
+            &"-subj",
+            &"/CN=127.0.0.1",
+            &"-keyout",
+            &key,
+            &"-out",
+            &csr,
+        ]))?;
+        openssl(os(&[
+            &"x509",
+            &"-req",
+            &"-in",
+            &csr,
+            &"-CA",
+            &ca_crt,
+            &"-CAkey",
+            &ca_key,
+            &"-CAcreateserial",
+            &"-days",
+            &"2",
+            &"-extfile",
+            &ext,
+            &"-out",
+            &crt,
+        ]))?;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| TestbedError::io("restricting the key", e))?;
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all scram-sha-256\n\
+             hostssl all all 127.0.0.1/32 scram-sha-256\n\
+             hostnossl all all 127.0.0.1/32 reject\n",
+        )
+        .map_err(|e| TestbedError::io("writing pg_hba.conf", e))?;
+        if self.as_postgres {
+            chown_to_postgres(&self.dir)?;
+        }
+        Ok(())
+    }
+
     /// One start attempt on a fresh port; on error, says whether another port is worth a try.
     fn start_server(&mut self) -> Result<(), (bool, TestbedError)> {
         let port = free_port().map_err(|e| (false, e))?;
         let log = self.log_path();
         let log_len_before = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
-        let opts = format!(
+        let mut opts = format!(
             "-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories='{}' \
              -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=50",
             self.dir.display()
         );
+        if self.tls_only {
+            opts.push_str(" -c ssl=on");
+        }
         let out = self
             .server_command("pg_ctl")
             .arg("-D")

@@ -36,8 +36,16 @@ impl Run {
 
 impl Bed {
     pub fn start() -> Bed {
+        Self::with_cluster(PgCluster::start().expect("postgres starts"))
+    }
+
+    /// A bed whose PostgreSQL accepts only TLS connections.
+    pub fn start_tls_only() -> Bed {
+        Self::with_cluster(PgCluster::start_tls_only().expect("postgres starts"))
+    }
+
+    fn with_cluster(pg: PgCluster) -> Bed {
         let moto = Moto::start().expect("moto starts");
-        let pg = PgCluster::start().expect("postgres starts");
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
