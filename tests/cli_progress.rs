@@ -1,0 +1,55 @@
+//! The progress bar: shown (bytes and rate) when stderr is a terminal, absent otherwise.
+
+mod common;
+
+use common::Bed;
+
+#[test]
+fn progress_shows_on_a_terminal_and_nowhere_else() {
+    let bed = Bed::start();
+    bed.pg.create_db("app").unwrap();
+    bed.pg
+        .psql_script(
+            "app",
+            "CREATE TABLE big AS SELECT g, md5(g::text) || md5((g * 3)::text) AS p FROM generate_series(1, 300000) g;",
+        )
+        .unwrap();
+
+    // Not a terminal: stdout has only the id, stderr nothing.
+    let run = bed.backstop(&[
+        "db",
+        "backup",
+        "--bucket",
+        &bed.bucket,
+        "--database-url",
+        &bed.pg.url("app"),
+        "--compression",
+        "none",
+    ]);
+    assert!(run.ok, "{}", run.all());
+    assert_eq!(run.stderr, "", "quiet when stderr is not a terminal");
+
+    // A pseudo-terminal through util-linux `script`; the URL goes through the environment.
+    let command = format!(
+        "{} db backup --bucket {} --compression none",
+        env!("CARGO_BIN_EXE_backstop"),
+        bed.bucket
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qefc", &command, "/dev/null"])
+        .env("BACKSTOP_DATABASE_URL", bed.pg.url("app"))
+        .env("AWS_ENDPOINT_URL", &bed.moto.endpoint)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("PG_BIN_DIR", bed.pg.bin_dir())
+        .output()
+        .unwrap();
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    assert!(screen.contains("dump app"), "label shown: {screen:?}");
+    assert!(
+        screen.contains("MiB") && screen.contains("/s"),
+        "bytes and rate shown: {screen:?}"
+    );
+}
