@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
-
 use backstop_testbed::{Fault, FaultProxy};
 use common::{Bed, SHOP_SCHEMA};
 
@@ -115,38 +113,20 @@ fn pg_dump_failing_gives_a_named_error_and_no_good_manifest() {
     assert!(bed.keys().is_empty(), "nothing written: {:?}", bed.keys());
 
     // pg_dump killed midway, after it has streamed part of the archive.
-    let dir = tempdir();
-    let wrapper = dir.join("pg_dump");
-    let real = bed.pg.bin_dir().join("pg_dump");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\ncase \"$1\" in --version) exec '{real}' \"$@\";; esac\n\
-             '{real}' \"$@\" | head -c 9000000\nkill -9 $$\n",
-            real = real.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let fake = bed.fake_pg_dump("head -c 9000000\nkill -9 $$");
     let url = bed.pg.url("app");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_backstop"))
-        .args([
-            "db",
-            "backup",
-            "--database-url",
-            &url,
-            "--bucket",
-            &bed.bucket,
-            "--compression",
-            "none",
-        ])
-        .env("AWS_ENDPOINT_URL", &bed.moto.endpoint)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("PG_BIN_DIR", &dir)
-        .output()
-        .unwrap();
+    let mut cmd = bed.command(&bed.moto.endpoint, &fake.0);
+    cmd.args([
+        "db",
+        "backup",
+        "--database-url",
+        &url,
+        "--bucket",
+        &bed.bucket,
+        "--compression",
+        "none",
+    ]);
+    let out = cmd.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -156,7 +136,6 @@ fn pg_dump_failing_gives_a_named_error_and_no_good_manifest() {
     assert_eq!(bed.open_multipart_uploads(), 0);
     assert!(!bed.keys().iter().any(|k| k.ends_with(".dump")));
     no_completed_manifest(&bed);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -555,68 +534,10 @@ fn the_password_never_appears_in_any_output_log_or_error() {
 
 /// Runs with debug logging on, returning (success, stdout + stderr).
 fn bed_run_verbose(bed: &Bed, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_backstop"))
-        .args(args)
-        .env("AWS_ENDPOINT_URL", &bed.moto.endpoint)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("PG_BIN_DIR", bed.pg.bin_dir())
-        .env("BACKSTOP_LOG", "debug")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-fn tempdir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "backstop-test-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn rand_suffix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-}
-
-/// A pg_dump that streams ~9 MB of the real archive and then stalls with its stdout open.
-fn stalling_pg_dump(bed: &Bed) -> std::path::PathBuf {
-    let dir = tempdir();
-    let wrapper = dir.join("pg_dump");
-    let real = bed.pg.bin_dir().join("pg_dump");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\ncase \"$1\" in --version) exec '{real}' \"$@\";; esac\n\
-             '{real}' \"$@\" | {{ head -c 9000000; exec sleep 20; }}\n",
-            real = real.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    dir
-}
-
-fn backstop_cmd(bed: &Bed, pg_bin: &std::path::Path, args: &[&str]) -> std::process::Command {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_backstop"));
-    cmd.args(args)
-        .env("AWS_ENDPOINT_URL", &bed.moto.endpoint)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("PG_BIN_DIR", pg_bin);
-    cmd
+    let mut cmd = bed.command(&bed.moto.endpoint, bed.pg.bin_dir());
+    cmd.args(args).env("BACKSTOP_LOG", "debug");
+    let run = common::Run::of(cmd);
+    (run.ok, run.all())
 }
 
 #[test]
@@ -624,7 +545,8 @@ fn a_timeout_or_a_cancel_stops_the_backup_and_aborts_the_upload() {
     let bed = Bed::start();
     bed.pg.create_db("app").unwrap();
     bed.pg.psql_script("app", BIG_TABLE).unwrap();
-    let dir = stalling_pg_dump(&bed);
+    // A pg_dump that streams ~9 MB of the real archive and then stalls with its stdout open.
+    let fake = bed.fake_pg_dump("{ head -c 9000000; exec sleep 20; }");
     let url = bed.pg.url("app");
     let args = [
         "db",
@@ -639,7 +561,11 @@ fn a_timeout_or_a_cancel_stops_the_backup_and_aborts_the_upload() {
 
     let mut with_timeout = args.to_vec();
     with_timeout.extend(["--timeout", "3"]);
-    let out = backstop_cmd(&bed, &dir, &with_timeout).output().unwrap();
+    let out = bed
+        .command(&bed.moto.endpoint, &fake.0)
+        .args(&with_timeout)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -650,7 +576,9 @@ fn a_timeout_or_a_cancel_stops_the_backup_and_aborts_the_upload() {
     no_completed_manifest(&bed);
 
     // Ctrl-C while parts are uploading.
-    let child = backstop_cmd(&bed, &dir, &args)
+    let child = bed
+        .command(&bed.moto.endpoint, &fake.0)
+        .args(args)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -696,7 +624,6 @@ fn a_timeout_or_a_cancel_stops_the_backup_and_aborts_the_upload() {
         errors.contains(&"TimedOut".to_string()) && errors.contains(&"Cancelled".to_string()),
         "{errors:?}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

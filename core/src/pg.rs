@@ -58,30 +58,8 @@ impl Session {
         let tls = crate::pgtls::plan(target.sslmode.as_deref(), target.sslrootcert.as_deref())?;
         cfg.ssl_mode(tls.mode);
         let client = match tls.connector {
-            Some(connector) => {
-                let (client, connection) = cfg
-                    .connect(connector)
-                    .await
-                    .map_err(|e| db_error(target, &e))?;
-                tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::debug!(error = %e, "postgres connection ended");
-                    }
-                });
-                client
-            }
-            None => {
-                let (client, connection) = cfg
-                    .connect(tokio_postgres::NoTls)
-                    .await
-                    .map_err(|e| db_error(target, &e))?;
-                tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::debug!(error = %e, "postgres connection ended");
-                    }
-                });
-                client
-            }
+            Some(connector) => open(&cfg, connector, target).await?,
+            None => open(&cfg, tokio_postgres::NoTls, target).await?,
         };
         Ok(Session {
             client,
@@ -267,6 +245,25 @@ impl Session {
         ))
         .await
     }
+}
+
+/// Connects with either TLS connector and drives the connection in the background.
+async fn open<T>(
+    cfg: &tokio_postgres::Config,
+    tls: T,
+    target: &DbTarget,
+) -> Result<tokio_postgres::Client, Error>
+where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
+    T::Stream: Send + 'static,
+{
+    let (client, connection) = cfg.connect(tls).await.map_err(|e| db_error(target, &e))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "postgres connection ended");
+        }
+    });
+    Ok(client)
 }
 
 fn db_error(target: &DbTarget, e: &tokio_postgres::Error) -> Error {

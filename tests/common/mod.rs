@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use aws_sdk_s3::config::{Credentials, Region};
@@ -23,7 +25,25 @@ pub struct Run {
     pub stderr: String,
 }
 
+/// A directory of stand-in PostgreSQL tools, removed on drop.
+pub struct FakeTools(pub PathBuf);
+
+impl Drop for FakeTools {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 impl Run {
+    pub fn of(mut cmd: Command) -> Run {
+        let out: Output = cmd.output().expect("backstop runs");
+        Run {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
     pub fn all(&self) -> String {
         format!("{}\n{}", self.stdout, self.stderr)
     }
@@ -64,23 +84,50 @@ impl Bed {
         }
     }
 
-    /// Runs `backstop ARGS` against moto (or `endpoint`) with the cluster's tools.
-    pub fn backstop_at(&self, endpoint: &str, args: &[&str]) -> Run {
-        let out: Output = Command::new(env!("CARGO_BIN_EXE_backstop"))
-            .args(args)
-            .env("AWS_ENDPOINT_URL", endpoint)
+    /// A `backstop` command set up for S3 at `endpoint` and PostgreSQL tools in `pg_bin`.
+    pub fn command(&self, endpoint: &str, pg_bin: &Path) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_backstop"));
+        cmd.env("AWS_ENDPOINT_URL", endpoint)
             .env("AWS_REGION", "us-east-1")
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("PG_BIN_DIR", self.pg.bin_dir())
+            .env("PG_BIN_DIR", pg_bin)
             .env_remove("BACKSTOP_DATABASE_URL")
-            .output()
-            .expect("backstop runs");
-        Run {
-            ok: out.status.success(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+            .env_remove("BACKSTOP_LOG");
+        cmd
+    }
+
+    /// Runs `backstop ARGS` against moto (or `endpoint`) with the cluster's tools.
+    pub fn backstop_at(&self, endpoint: &str, args: &[&str]) -> Run {
+        let mut cmd = self.command(endpoint, self.pg.bin_dir());
+        cmd.args(args);
+        Run::of(cmd)
+    }
+
+    /// A directory holding a `pg_dump` that pipes the real one into `shell_tail`, e.g.
+    /// `head -c 9000000; kill -9 $$` (`--version` goes to the real one). Removed on drop.
+    pub fn fake_pg_dump(&self, shell_tail: &str) -> FakeTools {
+        let dir = std::env::temp_dir().join(format!(
+            "backstop-test-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let real = self.pg.bin_dir().join("pg_dump");
+        let wrapper = dir.join("pg_dump");
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\ncase \"$1\" in --version) exec '{real}' \"$@\";; esac\n'{real}' \"$@\" | {shell_tail}\n",
+                real = real.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        FakeTools(dir)
     }
 
     pub fn backstop(&self, args: &[&str]) -> Run {
