@@ -13,26 +13,30 @@
 # the archive's bytes (the pg_dump -Fc -Z6 file of that size) divided by wall seconds.
 #
 # Environment:
-#   SIZES="70 140"        pgbench scale factors
+#   SIZES="35 70"         pgbench scale factors (with the random data: 0.86 and 1.7 GiB databases)
 #   BENCH_S3=auto         moto | s3s | "moto s3s" | auto (moto, plus s3s-fs when installable)
-#   BENCH_REPEAT=1        runs of each backup-side measurement; the fastest counts
+#   BENCH_REPEAT=1        runs of each measurement (not the endpoint set-up); the fastest counts
 #   BENCH_INSTALL_S3S=1   cargo install s3s-fs into bench/.tools when missing
 #   BENCH_BUILD=1         cargo build --release --bin backstop first
 #   BENCH_TMP=/tmp        where the cluster, dumps and s3s-fs objects go (needs ~3x the data)
 #   BENCH_KEEP=0          1 keeps the work directory
+#   BENCH_RANDOM_MIB_PER_SCALE=8  also add this many MiB of incompressible bytea per scale unit
+#                         (8 -> 560 MiB at scale 70): pgbench data compresses ~50:1, so without it
+#                         the archive is ~20 MB per GiB and the upload path is barely exercised
 #   PG_BIN_DIR=/usr/lib/postgresql/15/bin
 # Needs root (runs initdb/pg_ctl as the postgres user via runuser).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH=$ROOT/bench
-SIZES=${SIZES:-"70 140"}
+SIZES=${SIZES:-"35 70"}
 BENCH_S3=${BENCH_S3:-auto}
 BENCH_REPEAT=${BENCH_REPEAT:-1}
 BENCH_INSTALL_S3S=${BENCH_INSTALL_S3S:-1}
 BENCH_BUILD=${BENCH_BUILD:-1}
 BENCH_TMP=${BENCH_TMP:-/tmp}
 BENCH_KEEP=${BENCH_KEEP:-0}
+BENCH_RANDOM_MIB_PER_SCALE=${BENCH_RANDOM_MIB_PER_SCALE:-8}
 PG_BIN_DIR=${PG_BIN_DIR:-/usr/lib/postgresql/15/bin}
 VENV=${BENCH_VENV:-$ROOT/.venv}
 S3S_VERSION=${S3S_VERSION:-0.14.1} # newest s3s-fs that builds with rustc 1.95
@@ -42,7 +46,7 @@ AWS=$VENV/bin/aws
 
 log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
-calc() { awk "BEGIN { printf \"%.${2:-2}f\", $1 }"; }
+calc() { awk "BEGIN { printf \"%.${2:-2}f\", ($1) }"; } # EXPR [DECIMALS]; parenthesized: awk reads "printf x > y" as a redirection
 now() { date +%s.%N; }
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -104,6 +108,7 @@ TARGET_DIR=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps 2>/dev/nu
   "$PY" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 BACKSTOP=${BACKSTOP_BIN:-$TARGET_DIR/release/backstop}
 [[ -x $BACKSTOP ]] || die "$BACKSTOP missing"
+GIT_REV=$(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo unknown)
 
 ENDPOINTS=()
 case $BENCH_S3 in
@@ -133,6 +138,7 @@ fi
 # ---------------------------------------------------------------------------------------------
 # Measurement helpers
 CLK_TCK=$(getconf CLK_TCK)
+LOAD0=$(cut -d' ' -f1 /proc/loadavg) # anything else running skews every figure: check it
 NCPU=$(nproc)
 
 cpu_total() { # prints "busy_ticks total_ticks" over all cores
@@ -208,13 +214,14 @@ measure() {
 }
 
 # best LABEL CMD...: measure BENCH_REPEAT times; keeps the fastest run's figures (peak RSS: the
-# highest of all runs). CMD may use $RUN_N (1..BENCH_REPEAT) to name its objects.
+# highest of all runs). BEST_AFTER, when set, is eval'ed after each run (outside the timing).
 best() {
   local label=$1
   shift
   local b_secs="" b_busy b_srv b_self b_child hwm=0
   for ((RUN_N = 1; RUN_N <= BENCH_REPEAT; RUN_N++)); do
     measure "$label.$RUN_N" "$@"
+    [[ -z ${BEST_AFTER:-} ]] || eval "$BEST_AFTER"
     if [[ -z $b_secs ]] || (($(calc "$M_SECS < $b_secs" 0))); then
       b_secs=$M_SECS b_busy=$M_SYS_BUSY b_srv=$M_SRV_CPU b_self=$M_SELF_CPU b_child=$M_CHILD_CPU
     fi
@@ -257,8 +264,8 @@ max_wal_size = 4GB
 checkpoint_timeout = 30min
 autovacuum = off
 EOF
-runuser -u postgres -- "$PG_BIN_DIR/pg_ctl" -D "$PGDATA" -l "$WORK/postgres.log" -w start >/dev/null ||
-  { tail -20 "$WORK/postgres.log" >&2; die "postgres did not start"; }
+runuser -u postgres -- "$PG_BIN_DIR/pg_ctl" -D "$PGDATA" -l "$PGDATA/postgres.log" -w start >/dev/null ||
+  { tail -20 "$PGDATA/postgres.log" >&2; die "postgres did not start"; }
 PG_STARTED=1
 db_url() { echo "postgres://$PGUSER:$PGPASSWORD@127.0.0.1:$PGPORT/$1"; }
 sql() { psql -X -q -v ON_ERROR_STOP=1 -d postgres -At -c "$1"; }
@@ -320,6 +327,17 @@ for size in $SIZES; do
   t0=$(now)
   pgbench -i -s "$size" -I dtGvp -q "$db" >"$WORK/pgbench.log" 2>&1 ||
     { tail -20 "$WORK/pgbench.log" >&2; die "pgbench -i failed"; }
+  if ((BENCH_RANDOM_MIB_PER_SCALE > 0)); then
+    # Incompressible payload, so the archive is large and the upload path does real work
+    # (pgbench's own tables compress about 50:1). 1 KiB random bytea per row.
+    rnd_rows=$((size * BENCH_RANDOM_MIB_PER_SCALE * 1024))
+    expr=$(printf 'md5(random()::text)||%.0s' {1..64})
+    psql -X -q -v ON_ERROR_STOP=1 -d "$db" \
+      -c "CREATE TABLE bench_random (id bigint PRIMARY KEY, payload bytea);
+          ALTER TABLE bench_random ALTER payload SET STORAGE EXTERNAL;
+          INSERT INTO bench_random SELECT g, decode(${expr%||}, 'hex') FROM generate_series(1, $rnd_rows) g;" \
+      -c "VACUUM ANALYZE bench_random" >"$WORK/random.log" 2>&1 || { cat "$WORK/random.log" >&2; die "random payload failed"; }
+  fi
   sql "CHECKPOINT"
   db_bytes=$(sql "SELECT pg_database_size('$db')")
   log "  generated $(calc "$db_bytes / 1048576" 0) MiB in $(calc "$(now) - $t0" 0)s"
@@ -336,19 +354,30 @@ for size in $SIZES; do
   best "s$size-c" bash -c 'exec pg_dump "$@" > /dev/null' _ "${DUMP_ARGS[@]}" "$db"
   c_secs=$M_SECS c_mbps=$(mbps "$dump_bytes" "$M_SECS") c_busy=$M_SYS_BUSY c_cpu=$M_SELF_CPU
 
+  # Control for (a) and (b): the same dump through a pipe into a reader that does nothing.
+  best "s$size-c_pipe" bash -o pipefail -c 'pg_dump "$@" | cat > /dev/null' _ "${DUMP_ARGS[@]}" "$db"
+  cp_mbps=$(mbps "$dump_bytes" "$M_SECS") cp_secs=$M_SECS
+
+  # Control for (a): backstop counts every table's rows (in the dump's snapshot) while pg_dump
+  # runs. The same counts next to a plain pg_dump show what that check costs on this machine.
+  tables=$(psql -X -At -d "$db" -c "SELECT quote_ident(relname) FROM pg_class WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace ORDER BY 1")
+  best "s$size-c_counts" bash -c 'pg_dump "${@:2}" > /dev/null & p=$!
+    for t in $0; do psql -X -q -At -d "${@: -1}" -c "SELECT count(*) FROM ONLY public.$t" > /dev/null || exit 1; done
+    wait $p' "$tables" "${DUMP_ARGS[@]}" "$db"
+  cc_mbps=$(mbps "$dump_bytes" "$M_SECS") cc_secs=$M_SECS
+
   # pg_restore from the local file into a new database (create included, like backstop's swap).
   rdb=rpg_s$size
   sql "DROP DATABASE IF EXISTS $rdb"
-  measure "s$size-pg_restore" bash -c 'createdb --no-password "$1" && exec pg_restore --exit-on-error --no-password -d "$1" "$0"' \
+  # After each run: time backstop's post-restore check (row counts) on the result, then drop it.
+  BEST_AFTER='t0=$(now)
+    for t in $tables; do psql -X -q -At -d "$rdb" -c "SELECT count(*) FROM ONLY public.$t" >/dev/null; done
+    count_secs=$(calc "$(now) - $t0" 2)
+    sql "DROP DATABASE $rdb"'
+  best "s$size-pg_restore" bash -c 'createdb --no-password "$1" && exec pg_restore --exit-on-error --no-password -d "$1" "$0"' \
     "$dump_file" "$rdb"
+  BEST_AFTER=""
   pgr_secs=$M_SECS pgr_mbps=$(mbps "$dump_bytes" "$M_SECS")
-  # backstop's restore also counts every table's rows afterwards (its check): time that part.
-  t0=$(now)
-  for t in pgbench_accounts pgbench_branches pgbench_history pgbench_tellers; do
-    psql -X -q -At -d "$rdb" -c "SELECT count(*) FROM ONLY public.$t" >/dev/null
-  done
-  count_secs=$(calc "$(now) - $t0" 2)
-  sql "DROP DATABASE $rdb"
 
   for ep in "${ENDPOINTS[@]}"; do
     url=${EP_URL[$ep]}
@@ -386,16 +415,17 @@ for size in $SIZES; do
     rdb=rbs_s${size}_$ep
     sql "DROP DATABASE IF EXISTS $rdb"
     export BACKSTOP_DATABASE_URL=$(db_url "$rdb")
-    measure "s$size-$ep-restore" "$BACKSTOP" db restore --bucket "$BUCKET" --backup-id "$backup_id" --mode swap --json
+    BEST_AFTER='sql "DROP DATABASE $rdb"'
+    best "s$size-$ep-restore" "$BACKSTOP" db restore --bucket "$BUCKET" --backup-id "$backup_id" --mode swap --json
+    BEST_AFTER=""
     r_secs=$M_SECS r_mbps=$(mbps "$a_bytes" "$M_SECS") r_rss=$M_HWM_MIB r_cpu=$M_SELF_CPU r_srv=$M_SRV_CPU
-    sql "DROP DATABASE IF EXISTS $rdb"
 
     a_over_b=$(calc "$a_mbps / $b_mbps" 3)
     a_over_c=$(calc "$a_mbps / $c_mbps" 3)
     r_ratio=$(calc "$r_mbps / $pgr_mbps" 3)
-    RESULTS+=("RESULT size=$size endpoint=$ep dump_bytes=$dump_bytes backstop_bytes=$a_bytes db_mib=$(calc "$db_bytes / 1048576" 0) a_mbps=$a_mbps b_mbps=$b_mbps c_mbps=$c_mbps a_over_b=$a_over_b a_over_c=$a_over_c backup_peak_rss_mib=$a_rss restore_mbps=$r_mbps pg_restore_mbps=$pgr_mbps restore_ratio=$r_ratio restore_peak_rss_mib=$r_rss endpoint_ingest_mbps=$ingest_mbps endpoint_ingest_awscli_mbps=$d_aws_mbps endpoint_ingest_curl_mbps=$d_curl_mbps endpoint_get_curl_mbps=$get_mbps a_s=$a_secs b_s=$b_secs c_s=$c_secs restore_s=$r_secs pg_restore_s=$pgr_secs rowcount_s=$count_secs backstop_backup_cpu_s=$a_cpu pg_dump_cpu_s=$c_cpu backstop_restore_cpu_s=$r_cpu machine_busy_pct_a=$a_busy machine_busy_pct_b=$b_busy machine_busy_pct_c=$c_busy endpoint_cpu_pct_a=$a_srv endpoint_cpu_pct_b=$b_srv endpoint_cpu_pct_restore=$r_srv")
-    TABLE+=("$(printf '%-5s %-5s %8s | %8s %8s %8s %6s %6s | %8s %8s %6s | %8s %8s | %7s %7s' \
-      "$size" "$ep" "$dump_mb" "$a_mbps" "$b_mbps" "$c_mbps" "$a_over_b" "$a_over_c" \
+    RESULTS+=("RESULT size=$size random_mib=$((size * BENCH_RANDOM_MIB_PER_SCALE)) endpoint=$ep dump_bytes=$dump_bytes backstop_bytes=$a_bytes db_mib=$(calc "$db_bytes / 1048576" 0) a_mbps=$a_mbps b_mbps=$b_mbps c_mbps=$c_mbps a_over_b=$a_over_b a_over_c=$a_over_c c_pipe_mbps=$cp_mbps a_over_c_pipe=$(calc "$a_mbps / $cp_mbps" 3) c_with_counts_mbps=$cc_mbps a_over_c_with_counts=$(calc "$a_mbps / $cc_mbps" 3) backup_peak_rss_mib=$a_rss restore_mbps=$r_mbps pg_restore_mbps=$pgr_mbps restore_ratio=$r_ratio restore_peak_rss_mib=$r_rss endpoint_ingest_mbps=$ingest_mbps endpoint_ingest_awscli_mbps=$d_aws_mbps endpoint_ingest_curl_mbps=$d_curl_mbps endpoint_get_curl_mbps=$get_mbps a_s=$a_secs b_s=$b_secs c_s=$c_secs c_pipe_s=$cp_secs c_with_counts_s=$cc_secs restore_s=$r_secs pg_restore_s=$pgr_secs rowcount_s=$count_secs backstop_backup_cpu_s=$a_cpu backstop_pg_dump_cpu_s=$a_child_cpu pg_dump_cpu_s=$c_cpu backstop_restore_cpu_s=$r_cpu machine_busy_pct_a=$a_busy machine_busy_pct_b=$b_busy machine_busy_pct_c=$c_busy endpoint_cpu_pct_a=$a_srv endpoint_cpu_pct_b=$b_srv endpoint_cpu_pct_restore=$r_srv")
+    TABLE+=("$(printf '%-5s %-5s %8s | %8s %8s %8s %8s %8s %6s %6s | %8s %8s %6s | %8s %8s | %7s %7s' \
+      "$size" "$ep" "$dump_mb" "$a_mbps" "$b_mbps" "$c_mbps" "$cp_mbps" "$cc_mbps" "$a_over_b" "$a_over_c" \
       "$r_mbps" "$pgr_mbps" "$r_ratio" "$a_rss" "$r_rss" "$d_aws_mbps" "$d_curl_mbps")")
   done
   rm -f "$dump_file"
@@ -405,14 +435,14 @@ done
 # ---------------------------------------------------------------------------------------------
 {
   echo
-  echo "Backstop benchmark: $(date -u +%Y-%m-%dT%H:%M:%SZ), $NCPU cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(pg_dump --version), gzip level 6, best of $BENCH_REPEAT"
+  echo "Backstop benchmark: $(date -u +%Y-%m-%dT%H:%M:%SZ), $NCPU cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(pg_dump --version), load avg at start $LOAD0, gzip level 6, best of $BENCH_REPEAT, random MiB per scale $BENCH_RANDOM_MIB_PER_SCALE, backstop $GIT_REV"
   echo "MB/s = archive bytes (pg_dump -Fc -Z6) / wall seconds, MB = 10^6 bytes; RSS = peak VmHWM of the backstop process, MiB"
-  echo "a = backstop db backup -> S3; b = pg_dump | aws s3 cp - -> S3; c = pg_dump > /dev/null (limit)"
+  echo "a = backstop db backup -> S3; b = pg_dump | aws s3 cp - -> S3; c = pg_dump > /dev/null (limit); c|cat = pg_dump | cat > /dev/null; c+cnt = c while backstop's row counts run"
   echo "restore = backstop db restore (swap into a new db, incl. row counts); pg_restore = createdb + pg_restore -d from a local file"
   echo "ingest = the endpoint alone: aws s3 cp FILE / curl PUT FILE of the same bytes"
   echo
-  printf '%-5s %-5s %8s | %8s %8s %8s %6s %6s | %8s %8s %6s | %8s %8s | %7s %7s\n' \
-    scale s3 dump_MB a_MB/s b_MB/s c_MB/s a/b a/c rst_MB/s pgr_MB/s ratio rss_bk rss_rst awscli curl
+  printf '%-5s %-5s %8s | %8s %8s %8s %8s %8s %6s %6s | %8s %8s %6s | %8s %8s | %7s %7s\n' \
+    scale s3 dump_MB a_MB/s b_MB/s c_MB/s c\|cat c+cnt a/b a/c rst_MB/s pgr_MB/s ratio rss_bk rss_rst awscli curl
   printf '%s\n' "${TABLE[@]}"
   echo
   printf '%s\n' "${RESULTS[@]}"

@@ -32,7 +32,7 @@ pub struct DownloadTuning {
 impl Default for DownloadTuning {
     fn default() -> Self {
         DownloadTuning {
-            chunk_size: 8 * 1024 * 1024,
+            chunk_size: 4 * 1024 * 1024,
             prefetch: 3,
             hold_back: 1024 * 1024,
         }

@@ -383,16 +383,26 @@ impl PgTools {
         Ok((major, version))
     }
 
-    /// Spawns the command with piped stdio, mapping a failure to start to `ToolMissing`.
+    /// Spawns the command with piped stdio, mapping a failure to start to `ToolMissing`. The
+    /// data pipes are widened to 1 MiB: with Linux's default 64 KiB, `pg_dump` and
+    /// `pg_restore` spend measurably more CPU on wake-ups.
     pub fn spawn(&self, tool: &str, mut cmd: Command) -> Result<Child, Error> {
-        cmd.stdin(Stdio::piped())
+        let child = cmd
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| Error::ToolMissing {
                 tool: tool.to_string(),
                 reason: e.to_string(),
-            })
+            })?;
+        if let Some(stdin) = &child.stdin {
+            widen_pipe(stdin);
+        }
+        if let Some(stdout) = &child.stdout {
+            widen_pipe(stdout);
+        }
+        Ok(child)
     }
 }
 
@@ -403,6 +413,13 @@ pub fn conninfo_dbname(name: &str) -> String {
         "dbname='{}'",
         name.replace('\\', "\\\\").replace('\'', "\\'")
     )
+}
+
+/// Asks for a 1 MiB pipe buffer (the unprivileged maximum by default); a refusal only costs
+/// speed, so it is ignored.
+fn widen_pipe(pipe: &impl std::os::fd::AsRawFd) {
+    // SAFETY: F_SETPIPE_SZ on a pipe descriptor we own; fcntl reads no memory of ours.
+    let _ = unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
 }
 
 /// Collects the last 8 KiB of a tool's stderr, for error messages.

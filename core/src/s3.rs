@@ -5,7 +5,7 @@
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::error::Error;
 
@@ -154,7 +154,8 @@ impl S3Store {
         }
     }
 
-    /// Bytes `start..=end` of the object.
+    /// Bytes `start..=end` of the object, read once into a buffer of exactly that size (no
+    /// second copy, so memory is the range's size per request in flight).
     pub async fn get_range(&self, key: &str, start: u64, end: u64) -> Result<Bytes, Error> {
         let out = self
             .client
@@ -165,13 +166,18 @@ impl S3Store {
             .send()
             .await
             .map_err(|e| self.fail("GetObject", key, e))?;
-        let body = out.body.collect().await.map_err(|e| Error::Storage {
+        let expected = usize::try_from(end - start + 1).unwrap_or(usize::MAX);
+        let mut buf = BytesMut::with_capacity(expected.min(64 << 20));
+        let mut body = out.body;
+        while let Some(piece) = body.try_next().await.map_err(|e| Error::Storage {
             operation: "GetObject",
             bucket: self.bucket.clone(),
             key: key.to_string(),
             reason: e.to_string(),
-        })?;
-        Ok(body.into_bytes())
+        })? {
+            buf.extend_from_slice(&piece);
+        }
+        Ok(buf.freeze())
     }
 
     /// Keys under `prefix`, or the common prefixes under it when `delimiter` is set.
