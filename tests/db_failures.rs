@@ -664,3 +664,45 @@ fn a_backup_from_a_newer_major_version_is_refused_before_anything_is_touched() {
     }
     assert_eq!(bed.manifests().len(), 1, "no forensic dump was taken");
 }
+
+#[test]
+fn a_manifest_that_cannot_be_written_leaves_no_dump_behind() {
+    let bed = Bed::start();
+    bed.pg.create_db("app").unwrap();
+    bed.pg.psql_script("app", SHOP_SCHEMA).unwrap();
+    let proxy = FaultProxy::start(
+        bed.moto.port,
+        Fault::FailAfter {
+            matching: "manifest.json".into(),
+            after: 0,
+            status: 500,
+        },
+    )
+    .unwrap();
+    let url = bed.pg.url("app");
+    let run = bed.backstop_at(
+        &proxy.endpoint,
+        &[
+            "db",
+            "backup",
+            "--database-url",
+            &url,
+            "--bucket",
+            &bed.bucket,
+        ],
+    );
+    assert!(!run.ok, "{}", run.all());
+    assert!(
+        run.stderr.contains("error: StorageError: S3 PutObject")
+            && run.stderr.contains("manifest.json"),
+        "{}",
+        run.stderr
+    );
+    assert!(proxy.injected() >= 1);
+    assert!(
+        bed.keys().is_empty(),
+        "dump removed, nothing else written: {:?}",
+        bed.keys()
+    );
+    assert_eq!(bed.open_multipart_uploads(), 0);
+}

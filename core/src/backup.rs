@@ -195,8 +195,12 @@ pub async fn backup_database(
             return Err(e);
         }
     };
-    // Ends the snapshot transaction; the dump has long imported it.
-    session.commit().await?;
+    // Ends the read-only snapshot transaction. pg_dump imported the snapshot and exited 0, so
+    // the dump is complete and consistent whether or not this last round trip succeeds.
+    if let Err(e) = session.commit().await {
+        tracing::warn!(backup_id, error = %e, "could not end the snapshot transaction");
+    }
+    let dump_key = key.clone();
     manifest.databases.push(DatabaseBackup {
         database: db.dbname.clone(),
         server: format!("{}:{}", db.host, db.port),
@@ -214,7 +218,13 @@ pub async fn backup_database(
     });
     manifest.state = BackupState::Completed;
     manifest.finished_at = OffsetDateTime::now_utc();
-    catalog.write_manifest(&manifest).await?;
+    if let Err(e) = catalog.write_manifest(&manifest).await {
+        // Without its manifest the dump is no backup; do not leave it behind as an orphan.
+        if let Err(del) = catalog.store.delete(&dump_key).await {
+            tracing::error!(backup_id, key = dump_key, error = %del, "could not remove the dump of a backup whose manifest failed");
+        }
+        return Err(e);
+    }
     tracing::info!(backup_id, bytes, "backup completed");
     Ok(manifest)
 }
