@@ -9,6 +9,20 @@ use common::{Bed, SHOP_SCHEMA};
 /// A table of ~30 MB that does not compress much, so a dump spans several 8 MiB parts.
 const BIG_TABLE: &str = "CREATE TABLE big AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) || md5((g * 13)::text) AS payload FROM generate_series(1, 300000) g;";
 
+/// A proxy in front of moto answering 500 to every request whose target contains `matching`,
+/// after the first `after` of them.
+fn failing_s3(bed: &Bed, matching: &str, after: usize) -> FaultProxy {
+    FaultProxy::start(
+        bed.moto.port,
+        Fault::FailAfter {
+            matching: matching.into(),
+            after,
+            status: 500,
+        },
+    )
+    .unwrap()
+}
+
 fn no_completed_manifest(bed: &Bed) {
     for m in bed.manifests() {
         assert_ne!(
@@ -23,15 +37,7 @@ fn s3_failing_mid_upload_aborts_the_upload_and_leaves_no_good_manifest() {
     let bed = Bed::start();
     bed.pg.create_db("app").unwrap();
     bed.pg.psql_script("app", BIG_TABLE).unwrap();
-    let proxy = FaultProxy::start(
-        bed.moto.port,
-        Fault::FailAfter {
-            matching: "partNumber=".into(),
-            after: 2,
-            status: 500,
-        },
-    )
-    .unwrap();
+    let proxy = failing_s3(&bed, "partNumber=", 2);
     let url = bed.pg.url("app");
     let run = bed.backstop_at(
         &proxy.endpoint,
@@ -670,15 +676,7 @@ fn a_manifest_that_cannot_be_written_leaves_no_dump_behind() {
     let bed = Bed::start();
     bed.pg.create_db("app").unwrap();
     bed.pg.psql_script("app", SHOP_SCHEMA).unwrap();
-    let proxy = FaultProxy::start(
-        bed.moto.port,
-        Fault::FailAfter {
-            matching: "manifest.json".into(),
-            after: 0,
-            status: 500,
-        },
-    )
-    .unwrap();
+    let proxy = failing_s3(&bed, "manifest.json", 0);
     let url = bed.pg.url("app");
     let run = bed.backstop_at(
         &proxy.endpoint,
