@@ -160,20 +160,16 @@ pub async fn backup_database(
         databases: Vec::new(),
         error: None,
     };
-    let completed = match outcome {
-        Ok((uploaded, tables)) => {
-            let parts = uploaded.parts.len() as u32;
-            match catalog
-                .store
-                .complete_multipart(&key, &upload_id, uploaded.parts)
-                .await
-            {
-                Ok(()) => Ok((uploaded.bytes, uploaded.sha256, parts, tables)),
-                Err(e) => Err(e),
-            }
-        }
-        Err(e) => Err(e),
-    };
+    let completed = async {
+        let (uploaded, tables) = outcome?;
+        let parts = uploaded.parts.len() as u32;
+        catalog
+            .store
+            .complete_multipart(&key, &upload_id, uploaded.parts)
+            .await?;
+        Ok::<_, Error>((uploaded.bytes, uploaded.sha256, parts, tables))
+    }
+    .await;
     let (bytes, sha256, parts, tables) = match completed {
         Ok(done) => done,
         Err(e) => {

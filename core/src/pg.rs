@@ -312,6 +312,24 @@ pub fn count_differences(
     diffs.join("; ")
 }
 
+/// Fails with `RowCountMismatch` (naming `database`) unless `found` matches `expected`.
+pub fn check_counts(
+    expected: &[TableCount],
+    found: &[TableCount],
+    database: &str,
+    allow_extra: bool,
+) -> Result<(), Error> {
+    let differences = count_differences(expected, found, allow_extra);
+    if differences.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::RowCountMismatch {
+            database: database.to_string(),
+            differences,
+        })
+    }
+}
+
 /// Finds the PostgreSQL client tools: `$PG_BIN_DIR/<tool>` when set, otherwise `PATH`.
 #[derive(Clone, Debug, Default)]
 pub struct PgTools {

@@ -25,7 +25,7 @@ use crate::dbconfig::{DbTarget, Password};
 use crate::download::{stream_verified, DownloadTuning, Streamed};
 use crate::error::Error;
 use crate::pg::{
-    conninfo_dbname, count_differences, describe_exit, stderr_tail, PgTools, Session, TableCount,
+    check_counts, conninfo_dbname, describe_exit, stderr_tail, PgTools, Session, TableCount,
 };
 use crate::progress::{Progress, Quiet};
 use crate::s3::S3Store;
@@ -176,13 +176,7 @@ pub async fn restore_database(
             progress.finish();
             let session = Session::connect(target).await?;
             let found = session.row_counts().await?;
-            let diffs = count_differences(&entry.tables, &found, true);
-            if !diffs.is_empty() {
-                return Err(Error::RowCountMismatch {
-                    database: target.dbname.clone(),
-                    differences: diffs,
-                });
-            }
+            check_counts(&entry.tables, &found, &target.dbname, true)?;
             report.tables_not_in_backup = found
                 .iter()
                 .filter(|f| {
@@ -306,36 +300,20 @@ async fn restore_swap(
         .await?;
 
     // Everything up to the swap happens in `fresh`; on any failure it is dropped.
-    let prepared = async {
-        progress.start(
-            &format!("restore {}", target.dbname),
-            Some(entry.artifact.bytes),
-        );
-        let into = target.with_dbname(&fresh);
-        let work = restore_archive(
-            &catalog.store,
-            tools,
-            &into,
-            &entry.artifact,
-            &["--exit-on-error"],
-            req.tuning,
-            progress,
-        );
-        run_bounded("restore", req.timeout, cancel, work).await?;
-        progress.finish();
-        let session = Session::connect(&into).await?;
-        let found = session.row_counts().await?;
-        drop(session);
-        let diffs = count_differences(&entry.tables, &found, false);
-        if diffs.is_empty() {
-            Ok(found)
-        } else {
-            Err(Error::RowCountMismatch {
-                database: fresh.clone(),
-                differences: diffs,
-            })
-        }
-    };
+    let into = target.with_dbname(&fresh);
+    let label = format!("restore {}", target.dbname);
+    let prepared = restore_and_count(
+        &label,
+        &catalog.store,
+        tools,
+        &into,
+        entry,
+        &["--exit-on-error"],
+        req.tuning,
+        progress,
+        req.timeout,
+        cancel,
+    );
     let tables = match prepared.await {
         Ok(t) => t,
         Err(e) => {
@@ -382,6 +360,32 @@ async fn restore_swap(
         tracing::warn!(database = failed, error = %e, "the kept failed-state database still refuses connections");
     }
     Ok((tables, Some(failed)))
+}
+
+/// Restores `entry` into the new, empty database `into` (progress under `label`) (stopped by `timeout` or `cancel`),
+/// then checks its row counts against the manifest; returns the counts found. The caller
+/// owns `into` and drops it when this fails.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn restore_and_count(
+    label: &str,
+    store: &S3Store,
+    tools: &PgTools,
+    into: &DbTarget,
+    entry: &DatabaseBackup,
+    args: &[&str],
+    tuning: DownloadTuning,
+    progress: &dyn Progress,
+    timeout: Option<Duration>,
+    cancel: impl Future<Output = ()>,
+) -> Result<Vec<TableCount>, Error> {
+    progress.start(label, Some(entry.artifact.bytes));
+    let work = restore_archive(store, tools, into, &entry.artifact, args, tuning, progress);
+    let restored = run_bounded("restore", timeout, cancel, work).await;
+    progress.finish();
+    restored?;
+    let found = Session::connect(into).await?.row_counts().await?;
+    check_counts(&entry.tables, &found, &into.dbname, false)?;
+    Ok(found)
 }
 
 /// Streams `artifact` into `pg_restore <args> --dbname <into>`, verifying size and SHA-256

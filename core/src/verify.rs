@@ -10,10 +10,11 @@ use crate::catalog::Catalog;
 use crate::dbconfig::{DbTarget, Password};
 use crate::download::DownloadTuning;
 use crate::error::Error;
-use crate::pg::{count_differences, PgTools, Session};
+use crate::pg::{PgTools, Session};
 use crate::progress::Progress;
 use crate::restore::{
-    derived_name, ensure_completed, maintenance_target, restore_archive, run_pg_restore, timestamp,
+    derived_name, ensure_completed, maintenance_target, restore_and_count, run_pg_restore,
+    timestamp,
 };
 
 /// What was checked for one database.
@@ -116,35 +117,20 @@ pub async fn verify_backup(
             );
             let maint = Session::connect(&maintenance_target(server)).await?;
             maint.create_database(&scratch, None).await?;
-            let tested = async {
-                progress.start(
-                    &format!("restore test {}", entry.database),
-                    Some(artifact.bytes),
-                );
-                let into = server.with_dbname(&scratch);
-                restore_archive(
-                    &catalog.store,
-                    tools,
-                    &into,
-                    artifact,
-                    &["--exit-on-error", "--no-owner"],
-                    tuning,
-                    progress,
-                )
-                .await?;
-                progress.finish();
-                let found = Session::connect(&into).await?.row_counts().await?;
-                let diffs = count_differences(&entry.tables, &found, false);
-                if diffs.is_empty() {
-                    Ok(found.len())
-                } else {
-                    Err(Error::RowCountMismatch {
-                        database: scratch.clone(),
-                        differences: diffs,
-                    })
-                }
-            }
-            .await;
+            let tested = restore_and_count(
+                &format!("restore test {}", entry.database),
+                &catalog.store,
+                tools,
+                &server.with_dbname(&scratch),
+                entry,
+                &["--exit-on-error", "--no-owner"],
+                tuning,
+                progress,
+                None,
+                std::future::pending(),
+            )
+            .await
+            .map(|found| found.len());
             let dropped = maint.drop_database(&scratch).await;
             let tables = tested?;
             dropped?;
