@@ -9,10 +9,20 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use backstop_core::backup::{backup_database, BackupRequest, Compression};
-use backstop_core::catalog::{Catalog, Manifest, DEFAULT_PREFIX};
+use backstop_core::catalog::{
+    new_backup_id, BackupState, Catalog, InstanceBackup, InstanceBackupMode, Manifest,
+    DEFAULT_PREFIX,
+};
 use backstop_core::dbconfig::DbTarget;
 use backstop_core::download::DownloadTuning;
+use backstop_core::ec2::Ec2;
+use backstop_core::instance_backup::{
+    poll_instance_backup, record_outcome, record_started, resolve_targets, start_instance_backup,
+    wait_for_backup, InstanceBackupRequest, InstanceJob,
+};
+use backstop_core::instance_restore::{restore_instance, InstanceRestore, InstanceRestoreMode};
 use backstop_core::pg::PgTools;
+use backstop_core::poll::{JobStatus, PollPolicy};
 use backstop_core::restore::{restore_database, RestoreMode, RestoreRequest};
 use backstop_core::s3::{client_from_env, S3Store};
 use backstop_core::verify::verify_backup;
@@ -39,9 +49,95 @@ enum Command {
     /// PostgreSQL databases: backup, verify, restore.
     #[command(subcommand)]
     Db(DbCommand),
+    /// EC2 instances: snapshot sets or images, their status, restore.
+    #[command(subcommand)]
+    Ec2(Ec2Command),
     /// The backup catalog.
     #[command(subcommand)]
     Backups(BackupsCommand),
+}
+
+#[derive(Subcommand)]
+enum Ec2Command {
+    /// Snapshot every attached EBS volume of the instances as one crash-consistent set (or
+    /// create an image), record them in the catalog, and wait until they complete.
+    Backup(Ec2BackupArgs),
+    /// Poll a backup's snapshots or images once, record the outcome, print each instance's
+    /// status (PENDING with progress, COMPLETED, FAILED, TIMED_OUT).
+    Status(Ec2StatusArgs),
+    /// Put instances back to a backup: swap in volumes created from its snapshots (or replace
+    /// the root volume), keeping the replaced volumes. Resumable with --restore-id.
+    Restore(Ec2RestoreArgs),
+}
+
+#[derive(Args)]
+struct Ec2BackupArgs {
+    #[command(flatten)]
+    catalog: CatalogArgs,
+    /// Instance to back up (repeatable).
+    #[arg(long = "instance-id")]
+    instance_ids: Vec<String>,
+    /// Back up the instances carrying this tag, KEY=VALUE (repeatable; all must match).
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// snapshots (CreateSnapshots, crash-consistent across volumes) or image (CreateImage).
+    #[arg(long, default_value = "snapshots")]
+    mode: String,
+    /// Application the backup belongs to (default: the instance id, when there is one).
+    #[arg(long)]
+    application: Option<String>,
+    /// Application version or commit being protected (tagged backstop:commit).
+    #[arg(long)]
+    app_version: Option<String>,
+    /// Reuse this backup id: a retried call finds what the first one created.
+    #[arg(long)]
+    backup_id: Option<String>,
+    /// Snapshots mode: leave out the boot volume.
+    #[arg(long)]
+    exclude_boot: bool,
+    /// Snapshots mode: only this device, e.g. /dev/sdf (repeatable).
+    #[arg(long = "device")]
+    devices: Vec<String>,
+    /// Image mode: reboot the instance for a file-system-consistent image (default: no reboot).
+    #[arg(long)]
+    reboot: bool,
+    /// Return once the snapshots are started; `ec2 status` follows them.
+    #[arg(long)]
+    no_wait: bool,
+    /// Give up waiting (TIMED_OUT, snapshots deleted) this many seconds after the start.
+    #[arg(long, default_value_t = 7200)]
+    timeout: u64,
+}
+
+#[derive(Args)]
+struct Ec2StatusArgs {
+    #[command(flatten)]
+    catalog: CatalogArgs,
+    #[arg(long)]
+    backup_id: String,
+    /// The deadline, in seconds after the backup started, past which a pending backup is TIMED_OUT.
+    #[arg(long, default_value_t = 7200)]
+    timeout: u64,
+}
+
+#[derive(Args)]
+struct Ec2RestoreArgs {
+    #[command(flatten)]
+    catalog: CatalogArgs,
+    #[arg(long)]
+    backup_id: String,
+    /// Restore only this instance of the backup.
+    #[arg(long)]
+    instance_id: Option<String>,
+    /// swap-volumes (any volume) or replace-root (a replace-root-volume task, old root kept).
+    #[arg(long, default_value = "swap-volumes")]
+    mode: String,
+    /// Resume an interrupted restore: the id it printed.
+    #[arg(long)]
+    restore_id: Option<String>,
+    /// Give up waiting after this many seconds (rerun with the restore id to resume).
+    #[arg(long, default_value_t = 3600)]
+    timeout: u64,
 }
 
 #[derive(Subcommand)]
@@ -316,6 +412,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 }
             }
         }
+        Command::Ec2(cmd) => ec2_command(cmd, json, &bar).await?,
         Command::Backups(BackupsCommand::List(args)) => {
             let catalog = catalog(&args.catalog).await?;
             let manifests = catalog.list(args.application.as_deref()).await?;
@@ -338,6 +435,227 @@ async fn run(cli: Cli) -> Result<(), Error> {
     Ok(())
 }
 
+async fn ec2_command(cmd: Ec2Command, json: bool, bar: &progress::Bar) -> Result<(), Error> {
+    let ec2 = Ec2::from_env().await;
+    match cmd {
+        Ec2Command::Backup(args) => {
+            let catalog = catalog(&args.catalog).await?;
+            let mode = args.mode.parse::<InstanceBackupMode>()?;
+            let tags = args
+                .tags
+                .iter()
+                .map(|t| match t.split_once('=') {
+                    Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+                    _ => Err(Error::InvalidInput(format!("--tag {t:?} is not KEY=VALUE"))),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let application = match (&args.application, args.instance_ids.as_slice()) {
+                (Some(a), _) => a.clone(),
+                (None, [one]) if tags.is_empty() => one.clone(),
+                _ => {
+                    return Err(Error::InvalidInput(
+                        "name the --application of a backup of several or tagged instances"
+                            .to_string(),
+                    ))
+                }
+            };
+            let now = time::OffsetDateTime::now_utc();
+            let backup_id = args.backup_id.unwrap_or_else(|| new_backup_id(now));
+            let mut req = InstanceBackupRequest::new(&backup_id, &application, mode);
+            req.commit = args.app_version;
+            req.exclude_boot = args.exclude_boot;
+            req.devices = args.devices;
+            req.no_reboot = !args.reboot;
+            catalog.store.check_bucket().await?;
+            let instances = resolve_targets(&ec2, &args.instance_ids, &tags).await?;
+            let mut entries = Vec::new();
+            for instance in &instances {
+                entries.push(start_instance_backup(&ec2, &req, instance).await?);
+            }
+            let manifest = record_started(&catalog, &req, &entries, now).await?;
+            if !json {
+                eprintln!("backup {backup_id}: started for {}", ids_of(&entries));
+            }
+            let manifest = if args.no_wait {
+                manifest
+            } else {
+                let jobs: Vec<InstanceJob> = entries
+                    .iter()
+                    .map(|e| InstanceJob::of(&backup_id, &application, e, manifest.started_at))
+                    .collect();
+                let policy = PollPolicy {
+                    deadline_seconds: args.timeout,
+                    ..PollPolicy::default()
+                };
+                wait_for_backup(&ec2, &catalog, &jobs, &policy, bar).await?
+            };
+            if json {
+                print_json(&manifest);
+            } else {
+                println!("{}", manifest.backup_id);
+            }
+        }
+        Ec2Command::Status(args) => {
+            let catalog = catalog(&args.catalog).await?;
+            let manifest = catalog.find(&args.backup_id).await?;
+            let policy = PollPolicy {
+                deadline_seconds: args.timeout,
+                ..PollPolicy::default()
+            };
+            let now = time::OffsetDateTime::now_utc();
+            let mut statuses = Vec::new();
+            for entry in &manifest.instances {
+                let status = match entry.state {
+                    BackupState::Completed => JobStatus::Completed,
+                    BackupState::Failed => JobStatus::Failed {
+                        reason: entry.error.clone().unwrap_or_default(),
+                    },
+                    BackupState::Pending => {
+                        let job = InstanceJob::of(
+                            &manifest.backup_id,
+                            &manifest.application,
+                            entry,
+                            manifest.started_at,
+                        );
+                        let status = poll_instance_backup(&ec2, &job, &policy, now).await?;
+                        record_outcome(&ec2, &catalog, &job, &status, now).await?;
+                        status
+                    }
+                };
+                statuses.push(InstanceStatus {
+                    instance_id: entry.instance_id.clone(),
+                    status,
+                });
+            }
+            if json {
+                print_json(&serde_json::json!({
+                    "backup_id": manifest.backup_id,
+                    "instances": statuses,
+                }));
+            } else {
+                for s in &statuses {
+                    match &s.status {
+                        JobStatus::Pending {
+                            progress,
+                            next_wait_seconds,
+                            detail,
+                        } => println!(
+                            "{} PENDING {progress}% ({detail}); poll again in {next_wait_seconds} s",
+                            s.instance_id
+                        ),
+                        JobStatus::Failed { reason } => {
+                            println!("{} FAILED: {reason}", s.instance_id)
+                        }
+                        JobStatus::TimedOut { waited_seconds } => {
+                            println!("{} TIMED_OUT after {waited_seconds} s", s.instance_id)
+                        }
+                        JobStatus::Completed => println!("{} COMPLETED", s.instance_id),
+                    }
+                }
+            }
+            if let Some(bad) = statuses.iter().find(|s| {
+                matches!(
+                    s.status,
+                    JobStatus::Failed { .. } | JobStatus::TimedOut { .. }
+                )
+            }) {
+                return Err(Error::InstanceBackupFailed {
+                    backup_id: manifest.backup_id.clone(),
+                    instance_id: bad.instance_id.clone(),
+                    reason: match &bad.status {
+                        JobStatus::Failed { reason } => reason.clone(),
+                        _ => "timed out".to_string(),
+                    },
+                });
+            }
+        }
+        Ec2Command::Restore(args) => {
+            let catalog = catalog(&args.catalog).await?;
+            let mode = args.mode.parse::<InstanceRestoreMode>()?;
+            let manifest = catalog.find(&args.backup_id).await?;
+            let entries: Vec<&InstanceBackup> =
+                match &args.instance_id {
+                    Some(id) => vec![manifest.instance(id)?],
+                    None if manifest.instances.is_empty() => {
+                        return Err(manifest.instance("(any)").err().unwrap_or(
+                            Error::InvalidInput("the backup holds no instances".to_string()),
+                        ))
+                    }
+                    None => manifest.instances.iter().collect(),
+                };
+            for entry in &entries {
+                if entry.state != BackupState::Completed {
+                    return Err(Error::BackupNotUsable {
+                        backup_id: manifest.backup_id.clone(),
+                        state: format!("{} for {}", entry.state, entry.instance_id),
+                    });
+                }
+            }
+            let restore_id = args.restore_id.unwrap_or_else(|| {
+                format!("restore-{}", new_backup_id(time::OffsetDateTime::now_utc()))
+            });
+            if !json {
+                eprintln!(
+                    "restore id {restore_id} (rerun with --restore-id {restore_id} to resume)"
+                );
+            }
+            let policy = PollPolicy {
+                first_wait_seconds: 5,
+                max_wait_seconds: 30,
+                deadline_seconds: args.timeout,
+            };
+            let mut steps = Vec::new();
+            for entry in entries {
+                let r = InstanceRestore {
+                    backup_id: &manifest.backup_id,
+                    entry,
+                    restore_id: &restore_id,
+                    mode,
+                };
+                let step = restore_instance(&ec2, &r, &policy, bar).await?;
+                if !json {
+                    println!(
+                        "restored {} from backup {} ({})",
+                        step.instance_id, manifest.backup_id, args.mode
+                    );
+                    for v in &step.volumes {
+                        println!(
+                            "  {} now {} from {}; the replaced volume {} is kept",
+                            v.device,
+                            v.volume_id,
+                            v.snapshot_id,
+                            v.replaced_volume_id.as_deref().unwrap_or("-")
+                        );
+                    }
+                    if let Some(task) = &step.replace_root_task_id {
+                        println!("  root volume replaced by task {task}; the old root is kept");
+                    }
+                }
+                steps.push(step);
+            }
+            if json {
+                print_json(&steps);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct InstanceStatus {
+    instance_id: String,
+    #[serde(flatten)]
+    status: JobStatus,
+}
+
+fn ids_of(entries: &[InstanceBackup]) -> String {
+    entries
+        .iter()
+        .map(|e| format!("{} ({} volumes)", e.instance_id, e.volumes.len()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn print_json<T: Serialize>(value: &T) {
     match serde_json::to_string_pretty(value) {
         Ok(s) => println!("{s}"),
@@ -352,21 +670,28 @@ fn rfc3339(t: time::OffsetDateTime) -> String {
 
 fn print_table(manifests: &[Manifest]) {
     println!(
-        "{:<28} {:<22} {:<16} {:<14} {:>12} {:<10}",
-        "ID", "STARTED", "APPLICATION", "VERSION", "SIZE", "STATE"
+        "{:<28} {:<22} {:<16} {:<14} {:>12} {:<24} {:<10}",
+        "ID", "STARTED", "APPLICATION", "VERSION", "SIZE", "CONTENTS", "STATE"
     );
     for m in manifests {
         let kind = match &m.purpose {
             backstop_core::catalog::Purpose::Backup => String::new(),
             backstop_core::catalog::Purpose::Forensic { .. } => " (forensic)".to_string(),
         };
+        let contents = [(m.databases.len(), "db"), (m.instances.len(), "instance")]
+            .iter()
+            .filter(|(n, _)| *n > 0)
+            .map(|(n, what)| format!("{n} {what}{}", if *n == 1 { "" } else { "s" }))
+            .collect::<Vec<_>>()
+            .join(", ");
         println!(
-            "{:<28} {:<22} {:<16} {:<14} {:>12} {}{kind}",
+            "{:<28} {:<22} {:<16} {:<14} {:>12} {:<24} {}{kind}",
             m.backup_id,
             rfc3339(m.started_at),
             m.application,
             m.app_version.as_deref().unwrap_or("-"),
             progress::human_bytes(m.total_bytes()),
+            contents,
             m.state
         );
     }
@@ -399,6 +724,45 @@ fn print_manifest(m: &Manifest) {
         println!("  sha256     {}", d.artifact.sha256);
         for t in &d.tables {
             println!("  table      {}.{}: {} rows", t.schema, t.table, t.rows);
+        }
+    }
+    for i in &m.instances {
+        println!(
+            "instance     {} in {} ({}{}), {}",
+            i.instance_id,
+            i.availability_zone,
+            i.mode,
+            i.image_id
+                .as_ref()
+                .map(|id| format!(" {id}"))
+                .unwrap_or_default(),
+            i.state
+        );
+        if let Some(e) = &i.error {
+            println!("  error      {e}");
+        }
+        for v in &i.volumes {
+            println!(
+                "  volume     {}{} {} {} GiB {}{}{}{} → {}",
+                v.device,
+                if v.boot { " (boot)" } else { "" },
+                v.volume_id,
+                v.size_gib,
+                v.volume_type,
+                v.iops.map(|n| format!(" {n} iops")).unwrap_or_default(),
+                v.throughput
+                    .map(|n| format!(" {n} MiB/s"))
+                    .unwrap_or_default(),
+                if v.encrypted {
+                    format!(
+                        " encrypted ({})",
+                        v.kms_key_id.as_deref().unwrap_or("default key")
+                    )
+                } else {
+                    String::new()
+                },
+                v.snapshot_id.as_deref().unwrap_or("(snapshot pending)")
+            );
         }
     }
 }

@@ -39,6 +39,7 @@ impl Progress for Bar {
             bar.set_style(style.progress_chars("=> "));
         }
         bar.set_message(label.to_string());
+        bar.set_prefix(label.to_string());
         if let Ok(mut cur) = self.current.lock() {
             *cur = Some(bar);
         }
@@ -48,6 +49,20 @@ impl Progress for Bar {
         if let Ok(cur) = self.current.lock() {
             if let Some(bar) = cur.as_ref() {
                 bar.inc(bytes);
+            }
+        }
+    }
+
+    fn note(&self, message: &str) {
+        if let Ok(cur) = self.current.lock() {
+            if let Some(bar) = cur.as_ref() {
+                if let Ok(style) =
+                    ProgressStyle::with_template("{prefix} {spinner} {msg} {elapsed}")
+                {
+                    bar.set_style(style);
+                }
+                bar.enable_steady_tick(std::time::Duration::from_millis(200));
+                bar.set_message(message.to_string());
             }
         }
     }

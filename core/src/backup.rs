@@ -158,6 +158,7 @@ pub async fn backup_database(
         started_at,
         finished_at: OffsetDateTime::now_utc(),
         databases: Vec::new(),
+        instances: Vec::new(),
         error: None,
     };
     let completed = async {

@@ -22,10 +22,12 @@ pub struct Catalog {
     pub prefix: String,
 }
 
-/// The state a manifest records.
+/// The state a manifest (or one instance in it) records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BackupState {
+    /// Snapshots or an image were started and are not all complete yet; not usable.
+    Pending,
     /// Every artifact is in place and checked; the backup can be restored.
     Completed,
     /// The backup did not finish; its artifacts were removed or never completed.
@@ -35,6 +37,7 @@ pub enum BackupState {
 impl std::fmt::Display for BackupState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
+            BackupState::Pending => "pending",
             BackupState::Completed => "completed",
             BackupState::Failed => "failed",
         })
@@ -75,6 +78,82 @@ pub struct DatabaseBackup {
     pub tables: Vec<TableCount>,
 }
 
+/// How an instance was backed up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstanceBackupMode {
+    /// `CreateSnapshots`: one crash-consistent snapshot set of the attached EBS volumes.
+    Snapshots,
+    /// `CreateImage`: an AMI whose block device mappings hold the snapshots.
+    Image,
+}
+
+impl std::fmt::Display for InstanceBackupMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            InstanceBackupMode::Snapshots => "snapshots",
+            InstanceBackupMode::Image => "image",
+        })
+    }
+}
+
+impl std::str::FromStr for InstanceBackupMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "snapshots" => Ok(InstanceBackupMode::Snapshots),
+            "image" => Ok(InstanceBackupMode::Image),
+            other => Err(Error::InvalidInput(format!(
+                "instance backup mode {other:?} is not one of snapshots, image"
+            ))),
+        }
+    }
+}
+
+/// One EBS volume of a backed-up instance: everything needed to create its replacement.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeBackup {
+    /// Device name on the instance, e.g. `/dev/xvda`.
+    pub device: String,
+    /// True for the instance's root (boot) device.
+    pub boot: bool,
+    pub volume_id: String,
+    pub size_gib: i32,
+    pub volume_type: String,
+    pub iops: Option<i32>,
+    pub throughput: Option<i32>,
+    pub encrypted: bool,
+    pub kms_key_id: Option<String>,
+    /// The snapshot of this volume; in image mode known once the image is available.
+    pub snapshot_id: Option<String>,
+}
+
+/// One instance in a backup.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceBackup {
+    pub instance_id: String,
+    pub availability_zone: String,
+    pub mode: InstanceBackupMode,
+    /// The AMI, in image mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+    pub state: BackupState,
+    pub volumes: Vec<VolumeBackup>,
+    /// Why this instance's backup failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl InstanceBackup {
+    /// The snapshot ids known so far.
+    pub fn snapshot_ids(&self) -> Vec<String> {
+        self.volumes
+            .iter()
+            .filter_map(|v| v.snapshot_id.clone())
+            .collect()
+    }
+}
+
 /// The record of one backup.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -88,7 +167,11 @@ pub struct Manifest {
     pub started_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub finished_at: OffsetDateTime,
+    #[serde(default)]
     pub databases: Vec<DatabaseBackup>,
+    /// EC2 instances backed up as snapshot sets or images.
+    #[serde(default)]
+    pub instances: Vec<InstanceBackup>,
     /// Why the backup failed, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -98,6 +181,48 @@ impl Manifest {
     /// Total bytes of all artifacts.
     pub fn total_bytes(&self) -> u64 {
         self.databases.iter().map(|d| d.artifact.bytes).sum()
+    }
+
+    /// The manifest's state follows its parts: failed if any part failed, pending while any
+    /// instance is pending, completed otherwise.
+    pub fn settle_state(&mut self) {
+        let states = self.instances.iter().map(|i| i.state);
+        self.state = if self.state == BackupState::Failed
+            || states.clone().any(|s| s == BackupState::Failed)
+        {
+            BackupState::Failed
+        } else if states.clone().any(|s| s == BackupState::Pending) {
+            BackupState::Pending
+        } else {
+            BackupState::Completed
+        };
+        if self.error.is_none() {
+            self.error = self
+                .instances
+                .iter()
+                .filter_map(|i| i.error.as_ref().map(|e| format!("{}: {e}", i.instance_id)))
+                .reduce(|a, b| format!("{a}; {b}"));
+        }
+    }
+
+    /// The instance part for `instance_id`, or the named error listing what the backup holds.
+    pub fn instance(&self, instance_id: &str) -> Result<&InstanceBackup, Error> {
+        self.instances
+            .iter()
+            .find(|i| i.instance_id == instance_id)
+            .ok_or_else(|| Error::InstanceNotInBackup {
+                backup_id: self.backup_id.clone(),
+                instance_id: instance_id.to_string(),
+                backed_up: if self.instances.is_empty() {
+                    "no instances".to_string()
+                } else {
+                    self.instances
+                        .iter()
+                        .map(|i| i.instance_id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+            })
     }
 }
 
@@ -180,6 +305,19 @@ impl Catalog {
         let body = serde_json::to_vec_pretty(manifest)
             .map_err(|e| Error::InvalidInput(format!("manifest cannot be serialised: {e}")))?;
         self.store.put_bytes(&key, body, "application/json").await
+    }
+
+    /// The manifest of a backup of a known application, if it exists.
+    pub async fn read_manifest(
+        &self,
+        application: &str,
+        backup_id: &str,
+    ) -> Result<Option<Manifest>, Error> {
+        let key = self.manifest_key(application, backup_id);
+        match self.store.get_bytes(&key).await? {
+            Some(body) => self.parse(&key, &body).map(Some),
+            None => Ok(None),
+        }
     }
 
     fn parse(&self, key: &str, body: &[u8]) -> Result<Manifest, Error> {

@@ -103,6 +103,45 @@ pub enum Error {
     /// The operation was cancelled (Ctrl-C, shutdown).
     #[error("{0} was cancelled")]
     Cancelled(String),
+    /// An EC2 call failed with a service or transport error.
+    #[error("EC2 {operation} failed: {code}: {reason}")]
+    Ec2 {
+        operation: &'static str,
+        code: String,
+        reason: String,
+    },
+    /// AWS kept throttling a call through every retry.
+    #[error("EC2 {operation} was still throttled after {attempts} attempts")]
+    Throttled { operation: String, attempts: u32 },
+    /// The instance does not exist, or is terminated.
+    #[error("instance {instance_id} does not exist (or is terminated)")]
+    InstanceNotFound { instance_id: String },
+    /// A tag filter selected no instance.
+    #[error("no instance matches the tag filter {filter}")]
+    NoInstancesMatched { filter: String },
+    /// The instance has no EBS volume to back up (or none of the selected devices).
+    #[error("instance {instance_id} has no EBS volumes to back up{detail}")]
+    NoEbsVolumes { instance_id: String, detail: String },
+    /// The backup holds no instance with this id.
+    #[error(
+        "backup {backup_id} holds no backup of instance {instance_id} (it holds: {backed_up})"
+    )]
+    InstanceNotInBackup {
+        backup_id: String,
+        instance_id: String,
+        backed_up: String,
+    },
+    /// A snapshot went to `error` or the image to `failed`.
+    #[error("backup {backup_id} of instance {instance_id} failed: {reason}")]
+    InstanceBackupFailed {
+        backup_id: String,
+        instance_id: String,
+        reason: String,
+    },
+    /// A restore of an instance failed (for example its replace-root-volume task failed); the
+    /// message says what state the instance is left in.
+    #[error("restore of instance {instance_id} failed: {reason}")]
+    InstanceRestoreFailed { instance_id: String, reason: String },
 }
 
 impl Error {
@@ -129,6 +168,14 @@ impl Error {
             Error::SwapIncomplete(_) => "SwapIncomplete",
             Error::TimedOut { .. } => "TimedOut",
             Error::Cancelled(_) => "Cancelled",
+            Error::Ec2 { .. } => "Ec2Error",
+            Error::Throttled { .. } => "Throttled",
+            Error::InstanceNotFound { .. } => "InstanceNotFound",
+            Error::NoInstancesMatched { .. } => "NoInstancesMatched",
+            Error::NoEbsVolumes { .. } => "NoEbsVolumes",
+            Error::InstanceNotInBackup { .. } => "InstanceNotInBackup",
+            Error::InstanceBackupFailed { .. } => "InstanceBackupFailed",
+            Error::InstanceRestoreFailed { .. } => "InstanceRestoreFailed",
         }
     }
 
@@ -154,6 +201,14 @@ impl Error {
         "SwapIncomplete",
         "TimedOut",
         "Cancelled",
+        "Ec2Error",
+        "Throttled",
+        "InstanceNotFound",
+        "NoInstancesMatched",
+        "NoEbsVolumes",
+        "InstanceNotInBackup",
+        "InstanceBackupFailed",
+        "InstanceRestoreFailed",
     ];
 }
 

@@ -10,15 +10,23 @@
 //! - [`upload`]: a byte stream into an S3 multipart upload with growing parts and SHA-256.
 //! - [`download`]: an S3 object streamed out with ranged GETs, bounded prefetch and SHA-256.
 //! - [`backup`], [`verify`], [`restore`]: the database backup, verify and restore operations.
-//! - [`progress`]: how long operations report bytes moved.
+//! - [`ec2`]: the EC2 port: throttling retries, named errors, instances and volumes, tags.
+//! - [`instance_backup`], [`instance_restore`]: snapshot sets and images of instances, polled
+//!   to completion; the resumable swap-volumes and replace-root restores.
+//! - [`poll`]: job status and the backed-off, bounded wait between polls.
+//! - [`progress`]: how long operations report bytes moved and what they wait on.
 
 pub mod backup;
 pub mod catalog;
 pub mod dbconfig;
 pub mod download;
+pub mod ec2;
 pub mod error;
+pub mod instance_backup;
+pub mod instance_restore;
 pub mod pg;
 pub mod pgtls;
+pub mod poll;
 pub mod progress;
 pub mod restore;
 pub mod s3;
