@@ -313,18 +313,26 @@ async fn swap_step(
                     waiting.push(format!("{} detaching", v.device));
                     continue;
                 }
-                ec2.tag(
-                    std::slice::from_ref(&old),
-                    &[
-                        (TAG_REPLACED_BY.to_string(), new.to_string()),
-                        (
-                            TAG_FAILED_STATE_OF.to_string(),
-                            format!("{id}:{}", v.device),
-                        ),
-                        (TAG_REPLACED_IN.to_string(), r.restore_id.to_string()),
-                    ],
-                )
-                .await?;
+                let tagged = attached.get(&old).is_some_and(|o| {
+                    tag_value(o.tags(), TAG_REPLACED_BY) == Some(new)
+                        && tag_value(o.tags(), TAG_REPLACED_IN) == Some(r.restore_id)
+                });
+                if !tagged {
+                    ec2.tag(
+                        std::slice::from_ref(&old),
+                        &[
+                            (TAG_REPLACED_BY.to_string(), new.to_string()),
+                            (
+                                TAG_FAILED_STATE_OF.to_string(),
+                                format!("{id}:{}", v.device),
+                            ),
+                            (TAG_REPLACED_IN.to_string(), r.restore_id.to_string()),
+                        ],
+                    )
+                    .await?;
+                    step.actions
+                        .push(format!("CreateTags {old} {TAG_REPLACED_BY}={new}"));
+                }
                 ec2.call("DetachVolume", |c| {
                     c.detach_volume()
                         .volume_id(&old)
