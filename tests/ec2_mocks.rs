@@ -1120,3 +1120,115 @@ fn mocked_swap_restore_interrupted_at_every_call_resumes_with_only_the_missing_c
         assert_eq!(world.lock().unwrap().applied.len(), expected.len());
     }
 }
+
+#[test]
+fn mocked_device_selection_and_boot_exclusion_shape_the_create_snapshots_call() {
+    let volumes = describe_two_volumes();
+    let existing = mock!(Client::describe_snapshots).then_output(|| snapshots(vec![]));
+    // Only /dev/sdf is wanted: the call excludes the boot volume and no data volume.
+    let create = mock!(Client::create_snapshots)
+        .match_requests(|r| {
+            let spec = r.instance_specification();
+            spec.and_then(|s| s.instance_id()) == Some("i-0a1")
+                && spec.and_then(|s| s.exclude_boot_volume()) == Some(true)
+                && spec.is_some_and(|s| s.exclude_data_volume_ids().is_empty())
+        })
+        .then_output(|| {
+            CreateSnapshotsOutput::builder()
+                .snapshots(
+                    SnapshotInfo::builder()
+                        .snapshot_id("snap-data")
+                        .volume_id("vol-data")
+                        .build(),
+                )
+                .build()
+        });
+    let tags = mock!(Client::create_tags).then_output(|| CreateTagsOutput::builder().build());
+    let ec2 = ec2(&[&volumes, &existing, &create, &tags]);
+    let mut req = InstanceBackupRequest::new(BACKUP, "shop", InstanceBackupMode::Snapshots);
+    req.exclude_boot = true;
+    let entry = rt()
+        .block_on(start_instance_backup(&ec2, &req, &instance_view()))
+        .unwrap();
+    assert_eq!(create.num_calls(), 1);
+    assert_eq!(entry.volumes.len(), 1);
+    assert_eq!(entry.volumes[0].device, "/dev/sdf");
+    assert_eq!(entry.volumes[0].snapshot_id.as_deref(), Some("snap-data"));
+
+    // A device the instance does not have is refused before any call.
+    let mut bad = InstanceBackupRequest::new(BACKUP, "shop", InstanceBackupMode::Snapshots);
+    bad.devices = vec!["/dev/sdz".to_string()];
+    let err = rt()
+        .block_on(start_instance_backup(&ec2, &bad, &instance_view()))
+        .unwrap_err();
+    assert_eq!(err.error_type(), "InvalidInput", "{err}");
+    assert!(err.to_string().contains("/dev/sdz"), "{err}");
+    assert_eq!(create.num_calls(), 1);
+}
+
+#[test]
+fn mocked_image_backup_is_made_without_reboot_and_a_retried_call_finds_it_by_name() {
+    use aws_sdk_ec2::operation::create_image::{CreateImageError, CreateImageOutput};
+    use aws_sdk_ec2::types::{BlockDeviceMapping, EbsBlockDevice};
+    let image = || {
+        Image::builder()
+            .image_id("ami-9")
+            .state(ImageState::Pending)
+            .block_device_mappings(
+                BlockDeviceMapping::builder()
+                    .device_name("/dev/xvda")
+                    .ebs(EbsBlockDevice::builder().snapshot_id("snap-i-root").build())
+                    .build(),
+            )
+            .block_device_mappings(
+                BlockDeviceMapping::builder()
+                    .device_name("/dev/sdf")
+                    .ebs(EbsBlockDevice::builder().snapshot_id("snap-i-data").build())
+                    .build(),
+            )
+            .build()
+    };
+    let volumes = describe_two_volumes();
+    // No image tagged with this backup yet; then the one created, looked up by id or name.
+    let by_tag = mock!(Client::describe_images)
+        .match_requests(|r| {
+            r.filters()
+                .iter()
+                .any(|f| f.name() == Some("tag:backstop:backup-id"))
+        })
+        .then_output(|| DescribeImagesOutput::builder().build());
+    let by_id_or_name = mock!(Client::describe_images)
+        .then_output(move || DescribeImagesOutput::builder().images(image()).build());
+    let create = mock!(Client::create_image)
+        .match_requests(|r| {
+            r.no_reboot() == Some(true)
+                && r.instance_id() == Some("i-0a1")
+                && r.tag_specifications().len() == 2
+        })
+        .sequence()
+        .output(|| CreateImageOutput::builder().image_id("ami-9").build())
+        // The retry of a call whose response was lost: the name is already ours.
+        .error(|| CreateImageError::generic(meta("InvalidAMIName.Duplicate")))
+        .build();
+    let ec2 = ec2(&[&volumes, &by_tag, &by_id_or_name, &create]);
+    let req = InstanceBackupRequest::new(BACKUP, "shop", InstanceBackupMode::Image);
+    let rt = rt();
+    let first = rt
+        .block_on(start_instance_backup(&ec2, &req, &instance_view()))
+        .unwrap();
+    assert_eq!(first.image_id.as_deref(), Some("ami-9"));
+    assert_eq!(first.snapshot_ids(), ["snap-i-data", "snap-i-root"]);
+    let retried = rt
+        .block_on(start_instance_backup(&ec2, &req, &instance_view()))
+        .unwrap();
+    assert_eq!(retried, first);
+    assert_eq!(create.num_calls(), 2);
+
+    let mut bad = InstanceBackupRequest::new(BACKUP, "shop", InstanceBackupMode::Image);
+    bad.exclude_boot = true;
+    let err = rt
+        .block_on(start_instance_backup(&ec2, &bad, &instance_view()))
+        .unwrap_err();
+    assert_eq!(err.error_type(), "InvalidInput", "{err}");
+    assert_eq!(create.num_calls(), 2);
+}

@@ -655,6 +655,20 @@ pub async fn record_outcome(
                 if let Some(image) = out.images().first() {
                     fill_image_snapshots(entry, image);
                 }
+                // The image's snapshots exist now: give them their volumes' tags too.
+                let ids: Vec<String> = entry.volumes.iter().map(|v| v.volume_id.clone()).collect();
+                let volumes = match ec2.volumes(&ids).await {
+                    Ok(v) => v,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the source volumes' tags cannot be copied");
+                        Vec::new()
+                    }
+                };
+                let by_id: BTreeMap<&str, &Volume> = volumes
+                    .iter()
+                    .filter_map(|v| Some((v.volume_id()?, v)))
+                    .collect();
+                copy_volume_tags(ec2, entry, &by_id).await?;
             }
             entry.state = BackupState::Completed;
         }

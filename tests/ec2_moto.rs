@@ -1,0 +1,717 @@
+//! The `backstop ec2` commands end to end against a real moto server: a snapshot-set backup
+//! of an instance with a root and two data volumes (manifest in the catalog and in S3, the
+//! snapshots and their tags in EC2), a retried backup creating nothing twice, a swap-volumes
+//! restore (new volumes from the snapshots, the replaced ones kept and tagged) that a rerun
+//! with the same restore id leaves alone, and bad input failing with a named error and no side
+//! effect. Results are checked with EC2 and S3 clients of their own, not through Backstop.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use aws_sdk_ec2::config::{Credentials, Region};
+use aws_sdk_ec2::types::{
+    BlockDeviceMapping, EbsBlockDevice, Filter, Instance, InstanceType, ResourceType, Snapshot,
+    Tag, TagSpecification, Volume, VolumeType,
+};
+use backstop_testbed::Moto;
+use common::{s3_client, Run};
+use serde_json::Value;
+
+const IMAGE: &str = "ami-03cf127a";
+const ROOT: &str = "/dev/sda1";
+const DATA_GP3: &str = "/dev/sdf";
+const DATA_ENCRYPTED: &str = "/dev/sdg";
+
+/// One moto server with a bucket, and clients to set things up and look at them directly.
+struct Aws {
+    moto: Moto,
+    rt: tokio::runtime::Runtime,
+    s3: aws_sdk_s3::Client,
+    ec2: aws_sdk_ec2::Client,
+    bucket: String,
+}
+
+/// What an instance looks like from outside: its state and device → volume id.
+#[derive(Debug, PartialEq, Eq)]
+struct Seen {
+    state: String,
+    devices: BTreeMap<String, String>,
+}
+
+impl Aws {
+    fn start() -> Aws {
+        let moto = Moto::start().expect("moto starts");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let s3 = s3_client(&moto.endpoint);
+        let ec2 = ec2_client(&moto.endpoint);
+        let bucket = "backstop-ec2-test".to_string();
+        rt.block_on(s3.create_bucket().bucket(&bucket).send())
+            .expect("bucket created");
+        Aws {
+            moto,
+            rt,
+            s3,
+            ec2,
+            bucket,
+        }
+    }
+
+    /// Runs `backstop ARGS` against this moto.
+    fn backstop(&self, args: &[&str]) -> Run {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_backstop"));
+        cmd.env("AWS_ENDPOINT_URL", &self.moto.endpoint)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env_remove("BACKSTOP_LOG")
+            .args(args);
+        Run::of(cmd)
+    }
+
+    /// Runs `backstop ARGS --json`, which must succeed; its JSON output.
+    fn backstop_ok(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let run = self.backstop(&all);
+        assert!(run.ok, "backstop {args:?} failed: {}", run.all());
+        run.json()
+    }
+
+    /// Runs `backstop ARGS --json`, which must fail; the error type it names.
+    fn backstop_error(&self, args: &[&str]) -> String {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let run = self.backstop(&all);
+        assert!(!run.ok, "backstop {args:?} should fail: {}", run.all());
+        run.json()["error"]["type"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error type in: {}", run.all()))
+            .to_string()
+    }
+
+    /// An instance with an 8 GiB root volume, a 20 GiB gp3 volume at /dev/sdf and an
+    /// encrypted 30 GiB gp2 volume at /dev/sdg; every volume is tagged team=shop and the
+    /// instance carries `instance_tags`.
+    fn launch(&self, instance_tags: &[(&str, &str)]) -> String {
+        let ebs = |size: i32, kind: VolumeType, encrypted: bool| {
+            EbsBlockDevice::builder()
+                .volume_size(size)
+                .volume_type(kind)
+                .encrypted(encrypted)
+                .delete_on_termination(false)
+                .build()
+        };
+        let mapping = |device: &str, ebs: EbsBlockDevice| {
+            BlockDeviceMapping::builder()
+                .device_name(device)
+                .ebs(ebs)
+                .build()
+        };
+        let mut req = self
+            .ec2
+            .run_instances()
+            .image_id(IMAGE)
+            .instance_type(InstanceType::T3Micro)
+            .min_count(1)
+            .max_count(1)
+            .block_device_mappings(mapping(ROOT, ebs(8, VolumeType::Gp2, false)))
+            .block_device_mappings(mapping(DATA_GP3, ebs(20, VolumeType::Gp3, false)))
+            .block_device_mappings(mapping(DATA_ENCRYPTED, ebs(30, VolumeType::Gp2, true)))
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Volume)
+                    .tags(tag("team", "shop"))
+                    .build(),
+            );
+        if !instance_tags.is_empty() {
+            req = req.tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Instance)
+                    .set_tags(Some(instance_tags.iter().map(|(k, v)| tag(k, v)).collect()))
+                    .build(),
+            );
+        }
+        let out = self.rt.block_on(req.send()).expect("RunInstances");
+        out.instances()[0].instance_id().unwrap().to_string()
+    }
+
+    fn instance(&self, id: &str) -> Instance {
+        let out = self
+            .rt
+            .block_on(self.ec2.describe_instances().instance_ids(id).send())
+            .expect("DescribeInstances");
+        out.reservations()[0].instances()[0].clone()
+    }
+
+    fn seen(&self, id: &str) -> Seen {
+        let i = self.instance(id);
+        Seen {
+            state: i
+                .state()
+                .and_then(|s| s.name())
+                .map(|n| n.as_str().to_string())
+                .unwrap_or_default(),
+            devices: i
+                .block_device_mappings()
+                .iter()
+                .filter_map(|m| {
+                    Some((
+                        m.device_name()?.to_string(),
+                        m.ebs()?.volume_id()?.to_string(),
+                    ))
+                })
+                .collect(),
+        }
+    }
+
+    fn volume(&self, id: &str) -> Volume {
+        let out = self
+            .rt
+            .block_on(self.ec2.describe_volumes().volume_ids(id).send())
+            .expect("DescribeVolumes");
+        out.volumes()[0].clone()
+    }
+
+    /// Every volume, sorted by id.
+    fn volume_ids(&self) -> Vec<String> {
+        let out = self
+            .rt
+            .block_on(self.ec2.describe_volumes().send())
+            .expect("DescribeVolumes");
+        let mut ids: Vec<String> = out
+            .volumes()
+            .iter()
+            .filter_map(|v| v.volume_id().map(str::to_string))
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Snapshots this account owns, with these tags (none: all of them), sorted by id.
+    fn snapshots(&self, tags: &[(&str, &str)]) -> Vec<Snapshot> {
+        let filters: Vec<Filter> = tags
+            .iter()
+            .map(|(k, v)| {
+                Filter::builder()
+                    .name(format!("tag:{k}"))
+                    .values(*v)
+                    .build()
+            })
+            .collect();
+        let out = self
+            .rt
+            .block_on(
+                self.ec2
+                    .describe_snapshots()
+                    .owner_ids("self")
+                    .set_filters((!filters.is_empty()).then_some(filters))
+                    .send(),
+            )
+            .expect("DescribeSnapshots");
+        let mut snaps = out.snapshots().to_vec();
+        snaps.sort_by(|a, b| a.snapshot_id().cmp(&b.snapshot_id()));
+        snaps
+    }
+
+    fn snapshot_ids(&self, tags: &[(&str, &str)]) -> Vec<String> {
+        self.snapshots(tags)
+            .iter()
+            .filter_map(|s| s.snapshot_id().map(str::to_string))
+            .collect()
+    }
+
+    /// Snapshots carrying a tag with this key, sorted by id.
+    fn snapshot_ids_with_key(&self, key: &str) -> Vec<String> {
+        let out = self
+            .rt
+            .block_on(
+                self.ec2
+                    .describe_snapshots()
+                    .owner_ids("self")
+                    .filters(Filter::builder().name("tag-key").values(key).build())
+                    .send(),
+            )
+            .expect("DescribeSnapshots");
+        let mut ids: Vec<String> = out
+            .snapshots()
+            .iter()
+            .filter_map(|s| s.snapshot_id().map(str::to_string))
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    fn keys(&self) -> Vec<String> {
+        let out = self
+            .rt
+            .block_on(self.s3.list_objects_v2().bucket(&self.bucket).send())
+            .expect("ListObjectsV2");
+        out.contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_string))
+            .collect()
+    }
+
+    fn get_json(&self, key: &str) -> Value {
+        let out = self
+            .rt
+            .block_on(self.s3.get_object().bucket(&self.bucket).key(key).send())
+            .unwrap_or_else(|e| panic!("GetObject {key}: {e:?}"));
+        let body = self.rt.block_on(out.body.collect()).unwrap().into_bytes();
+        serde_json::from_slice(&body).expect("the object is JSON")
+    }
+
+    /// `backstop ec2 backup` of one instance with a fixed backup id; its JSON manifest.
+    fn backup(&self, instance_id: &str, backup_id: &str) -> Value {
+        self.backstop_ok(&[
+            "ec2",
+            "backup",
+            "--bucket",
+            &self.bucket,
+            "--instance-id",
+            instance_id,
+            "--app-version",
+            "abc123",
+            "--backup-id",
+            backup_id,
+        ])
+    }
+
+    /// Everything a failed command must leave as it was.
+    fn world(&self, instance_ids: &[&str]) -> World {
+        World {
+            snapshots: self.snapshot_ids(&[]).len(),
+            backstop_snapshots: self.snapshot_ids_with_key("backstop:backup-id"),
+            volumes: self.volume_ids(),
+            keys: self.keys(),
+            instances: instance_ids.iter().map(|i| self.seen(i)).collect(),
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct World {
+    /// How many snapshots there are (moto holds a thousand of its own).
+    snapshots: usize,
+    /// The snapshots Backstop made.
+    backstop_snapshots: Vec<String>,
+    volumes: Vec<String>,
+    keys: Vec<String>,
+    instances: Vec<Seen>,
+}
+
+fn ec2_client(endpoint: &str) -> aws_sdk_ec2::Client {
+    let conf = aws_sdk_ec2::Config::builder()
+        .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+        .build();
+    aws_sdk_ec2::Client::from_conf(conf)
+}
+
+fn tag(key: &str, value: &str) -> Tag {
+    Tag::builder().key(key).value(value).build()
+}
+
+fn tags_of(tags: &[Tag]) -> BTreeMap<String, String> {
+    tags.iter()
+        .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
+        .collect()
+}
+
+/// The manifest's volume entry for a device.
+fn volume_entry<'a>(instance: &'a Value, device: &str) -> &'a Value {
+    instance["volumes"]
+        .as_array()
+        .expect("volumes is a list")
+        .iter()
+        .find(|v| v["device"] == device)
+        .unwrap_or_else(|| panic!("no volume at {device} in {instance}"))
+}
+
+#[test]
+fn snapshot_backup_records_every_volume_and_tags_each_snapshot() {
+    let aws = Aws::start();
+    let id = aws.launch(&[]);
+    let before = aws.seen(&id);
+    assert_eq!(
+        before.devices.keys().collect::<Vec<_>>(),
+        [ROOT, DATA_GP3, DATA_ENCRYPTED],
+        "the test instance has the three volumes it was launched with"
+    );
+    let az = aws
+        .instance(&id)
+        .placement()
+        .and_then(|p| p.availability_zone())
+        .unwrap()
+        .to_string();
+
+    let out = aws.backstop_ok(&[
+        "ec2",
+        "backup",
+        "--bucket",
+        &aws.bucket,
+        "--instance-id",
+        &id,
+        "--app-version",
+        "abc123",
+    ]);
+    let backup_id = out["backup_id"].as_str().expect("backup_id").to_string();
+    let application = out["application"].as_str().unwrap().to_string();
+    assert_eq!(
+        application, id,
+        "the application defaults to the instance id"
+    );
+
+    let shown = aws.backstop_ok(&[
+        "backups",
+        "show",
+        "--bucket",
+        &aws.bucket,
+        "--backup-id",
+        &backup_id,
+    ]);
+    let raw = aws.get_json(&format!("backstop/{application}/{backup_id}/manifest.json"));
+    assert_eq!(shown, raw, "backups show prints the stored manifest");
+    assert_eq!(out, raw, "the backup prints the manifest it stored");
+
+    let tagged = aws.snapshots(&[("backstop:backup-id", &backup_id)]);
+    assert_eq!(tagged.len(), 3, "one snapshot per volume: {tagged:?}");
+    let snapshot_of = |volume_id: &str| -> &Snapshot {
+        tagged
+            .iter()
+            .find(|s| s.volume_id() == Some(volume_id))
+            .unwrap_or_else(|| panic!("no snapshot of {volume_id}"))
+    };
+
+    for m in [&shown, &raw] {
+        assert_eq!(m["state"], "completed");
+        assert_eq!(m["backup_id"], backup_id.as_str());
+        assert_eq!(m["app_version"], "abc123");
+        let instances = m["instances"].as_array().unwrap();
+        assert_eq!(instances.len(), 1);
+        let inst = &instances[0];
+        assert_eq!(inst["instance_id"], id.as_str());
+        assert_eq!(inst["availability_zone"], az.as_str());
+        assert_eq!(inst["mode"], "snapshots");
+        assert_eq!(inst["state"], "completed");
+        assert_eq!(inst["volumes"].as_array().unwrap().len(), 3);
+        for (device, boot, size, kind, encrypted) in [
+            (ROOT, true, 8, "gp2", false),
+            (DATA_GP3, false, 20, "gp3", false),
+            (DATA_ENCRYPTED, false, 30, "gp2", true),
+        ] {
+            let v = volume_entry(inst, device);
+            assert_eq!(v["volume_id"], before.devices[device].as_str(), "{device}");
+            assert_eq!(v["boot"], boot, "{device}");
+            assert_eq!(v["size_gib"], size, "{device}");
+            assert_eq!(v["volume_type"], kind, "{device}");
+            assert_eq!(v["encrypted"], encrypted, "{device}");
+            if encrypted {
+                let key = v["kms_key_id"].as_str().unwrap_or_default();
+                assert!(
+                    !key.is_empty(),
+                    "the encrypted volume's KMS key is kept: {v}"
+                );
+                assert_eq!(
+                    Some(key),
+                    aws.volume(&before.devices[device]).kms_key_id(),
+                    "the KMS key is the volume's"
+                );
+            } else {
+                assert!(v["kms_key_id"].is_null(), "{device}: {v}");
+            }
+            let snap = snapshot_of(&before.devices[device]);
+            assert_eq!(v["snapshot_id"], snap.snapshot_id().unwrap(), "{device}");
+        }
+    }
+
+    for device in [ROOT, DATA_GP3, DATA_ENCRYPTED] {
+        let snap = snapshot_of(&before.devices[device]);
+        let tags = tags_of(snap.tags());
+        let want = [
+            ("backstop:backup-id", backup_id.as_str()),
+            ("backstop:application", application.as_str()),
+            ("backstop:commit", "abc123"),
+            ("backstop:instance-id", id.as_str()),
+            ("backstop:device", device),
+            ("team", "shop"),
+        ];
+        for (k, v) in want {
+            assert_eq!(
+                tags.get(k).map(String::as_str),
+                Some(v),
+                "{device} {k}: {tags:?}"
+            );
+        }
+        assert_eq!(snap.state().map(|s| s.as_str()), Some("completed"));
+    }
+    assert_eq!(
+        aws.seen(&id),
+        before,
+        "a snapshot backup leaves the instance alone"
+    );
+
+    let status = aws.backstop_ok(&[
+        "ec2",
+        "status",
+        "--bucket",
+        &aws.bucket,
+        "--backup-id",
+        &backup_id,
+    ]);
+    assert_eq!(status["backup_id"], backup_id.as_str());
+    let statuses = status["instances"].as_array().unwrap();
+    assert_eq!(statuses.len(), 1);
+    assert_eq!(statuses[0]["instance_id"], id.as_str());
+    assert_eq!(statuses[0]["status"], "COMPLETED");
+}
+
+#[test]
+fn retried_backup_with_the_same_id_creates_no_new_snapshots() {
+    let aws = Aws::start();
+    let id = aws.launch(&[]);
+    let backup_id = "retried-backup-1";
+
+    let first = aws.backup(&id, backup_id);
+    let snapshots = aws.snapshot_ids(&[("backstop:backup-id", backup_id)]);
+    assert_eq!(snapshots.len(), 3);
+    let count_after_first = aws.snapshot_ids(&[]).len();
+
+    let second = aws.backup(&id, backup_id);
+    assert_eq!(
+        aws.snapshot_ids(&[("backstop:backup-id", backup_id)]),
+        snapshots,
+        "the retry found the first call's snapshots"
+    );
+    assert_eq!(
+        aws.snapshot_ids(&[]).len(),
+        count_after_first,
+        "no snapshot at all was created"
+    );
+    let ids = |m: &Value| -> Vec<String> {
+        let mut ids: Vec<String> = m["instances"][0]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["snapshot_id"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&first), snapshots);
+    assert_eq!(ids(&second), snapshots);
+    assert_eq!(second["state"], "completed");
+    let raw = aws.get_json(&format!("backstop/{id}/{backup_id}/manifest.json"));
+    assert_eq!(ids(&raw), snapshots);
+    assert_eq!(raw["instances"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn swap_restore_attaches_new_volumes_from_the_snapshots_and_keeps_the_replaced_ones() {
+    let aws = Aws::start();
+    let id = aws.launch(&[]);
+    let backup_id = "swap-restore-1";
+    let manifest = aws.backup(&id, backup_id);
+    let inst = &manifest["instances"][0];
+    let before = aws.seen(&id);
+    assert_eq!(before.state, "running");
+
+    let steps = aws.backstop_ok(&[
+        "ec2",
+        "restore",
+        "--bucket",
+        &aws.bucket,
+        "--backup-id",
+        backup_id,
+    ]);
+    let steps = steps.as_array().expect("one step per instance");
+    assert_eq!(steps.len(), 1);
+    assert_eq!(steps[0]["instance_id"], id.as_str());
+    assert_eq!(steps[0]["done"], true);
+    let restore_id = steps[0]["restore_id"]
+        .as_str()
+        .expect("restore_id")
+        .to_string();
+
+    let after = aws.seen(&id);
+    assert_eq!(after.state, "running", "the instance is started again");
+    assert_eq!(
+        after.devices.keys().collect::<Vec<_>>(),
+        before.devices.keys().collect::<Vec<_>>()
+    );
+    for (device, original) in &before.devices {
+        let new = &after.devices[device];
+        assert_ne!(new, original, "{device} carries a new volume");
+        let entry = volume_entry(inst, device);
+        let v = aws.volume(new);
+        assert_eq!(
+            v.snapshot_id(),
+            entry["snapshot_id"].as_str(),
+            "{device} is created from its snapshot"
+        );
+        let o = aws.volume(original);
+        assert_eq!(v.size(), o.size(), "{device} size");
+        assert_eq!(v.volume_type(), o.volume_type(), "{device} type");
+        assert_eq!(v.encrypted(), o.encrypted(), "{device} encryption");
+        if o.encrypted() == Some(true) {
+            assert_eq!(v.kms_key_id(), o.kms_key_id(), "{device} KMS key");
+        }
+        assert_eq!(v.availability_zone(), o.availability_zone(), "{device} AZ");
+        let new_tags = tags_of(v.tags());
+        assert_eq!(new_tags.get("backstop:restore-id"), Some(&restore_id));
+        assert_eq!(new_tags.get("team").map(String::as_str), Some("shop"));
+
+        assert_eq!(
+            o.state().map(|s| s.as_str()),
+            Some("available"),
+            "{device} old volume kept, detached"
+        );
+        assert!(
+            o.attachments().is_empty(),
+            "{device}: {:?}",
+            o.attachments()
+        );
+        let old_tags = tags_of(o.tags());
+        assert_eq!(old_tags.get("backstop:replaced-by"), Some(new), "{device}");
+        assert_eq!(
+            old_tags.get("backstop:failed-state-of"),
+            Some(&format!("{id}:{device}")),
+            "{device}"
+        );
+        let reported = steps[0]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["device"] == device.as_str())
+            .unwrap_or_else(|| panic!("{device} not reported"));
+        assert_eq!(reported["volume_id"], new.as_str());
+        assert_eq!(reported["replaced_volume_id"], original.as_str());
+    }
+
+    let volumes = aws.volume_ids();
+    let again = aws.backstop_ok(&[
+        "ec2",
+        "restore",
+        "--bucket",
+        &aws.bucket,
+        "--backup-id",
+        backup_id,
+        "--restore-id",
+        &restore_id,
+    ]);
+    assert_eq!(again[0]["done"], true);
+    assert_eq!(
+        again[0]["actions"],
+        serde_json::json!([]),
+        "the rerun made no call"
+    );
+    assert_eq!(aws.volume_ids(), volumes, "the rerun created no volume");
+    assert_eq!(aws.seen(&id), after, "the rerun detached nothing");
+}
+
+#[test]
+fn unknown_instance_is_instance_not_found_and_touches_nothing() {
+    let aws = Aws::start();
+    let id = aws.launch(&[]);
+    let world = aws.world(&[&id]);
+    let error = aws.backstop_error(&[
+        "ec2",
+        "backup",
+        "--bucket",
+        &aws.bucket,
+        "--instance-id",
+        "i-0123456789abcdef0",
+    ]);
+    assert_eq!(error, "InstanceNotFound");
+    assert_eq!(aws.world(&[&id]), world);
+}
+
+#[test]
+fn tag_filter_matching_nothing_is_no_instances_matched_and_touches_nothing() {
+    let aws = Aws::start();
+    let id = aws.launch(&[("app", "shop")]);
+    let world = aws.world(&[&id]);
+    let error = aws.backstop_error(&[
+        "ec2",
+        "backup",
+        "--bucket",
+        &aws.bucket,
+        "--tag",
+        "app=nothing",
+        "--application",
+        "x",
+    ]);
+    assert_eq!(error, "NoInstancesMatched");
+    assert_eq!(aws.world(&[&id]), world);
+}
+
+#[test]
+fn instance_without_ebs_volumes_is_no_ebs_volumes_and_touches_nothing() {
+    let aws = Aws::start();
+    let id = aws.launch(&[]);
+    let devices = aws.seen(&id).devices;
+    aws.rt
+        .block_on(aws.ec2.stop_instances().instance_ids(&id).send())
+        .expect("StopInstances");
+    for (device, volume) in &devices {
+        aws.rt
+            .block_on(
+                aws.ec2
+                    .detach_volume()
+                    .instance_id(&id)
+                    .volume_id(volume)
+                    .device(device)
+                    .send(),
+            )
+            .expect("DetachVolume");
+    }
+    let world = aws.world(&[&id]);
+    assert!(world.instances[0].devices.is_empty(), "{world:?}");
+    assert_eq!(world.instances[0].state, "stopped");
+
+    let error = aws.backstop_error(&[
+        "ec2",
+        "backup",
+        "--bucket",
+        &aws.bucket,
+        "--instance-id",
+        &id,
+    ]);
+    assert_eq!(error, "NoEbsVolumes");
+    assert_eq!(aws.world(&[&id]), world);
+}
+
+#[test]
+fn restoring_an_instance_the_backup_does_not_hold_is_instance_not_in_backup() {
+    let aws = Aws::start();
+    let a = aws.launch(&[]);
+    let b = aws.launch(&[]);
+    let backup_id = "backup-of-a";
+    aws.backup(&a, backup_id);
+    let world = aws.world(&[&a, &b]);
+    assert_eq!(
+        world.backstop_snapshots.len(),
+        3,
+        "the backup of A is in place"
+    );
+    let error = aws.backstop_error(&[
+        "ec2",
+        "restore",
+        "--bucket",
+        &aws.bucket,
+        "--backup-id",
+        backup_id,
+        "--instance-id",
+        &b,
+    ]);
+    assert_eq!(error, "InstanceNotInBackup");
+    assert_eq!(aws.world(&[&a, &b]), world);
+}
