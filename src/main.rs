@@ -194,6 +194,10 @@ struct BackupArgs {
     /// Application version or commit being protected.
     #[arg(long)]
     app_version: Option<String>,
+    /// Add to (or retry) this backup id: other targets of the same backup are kept, and a
+    /// database already in it is not dumped again.
+    #[arg(long)]
+    backup_id: Option<String>,
     /// auto (zstd with pg_dump 16+, else gzip), none, gzip[:1-9], zstd[:1-22].
     #[arg(long, default_value = "auto")]
     compression: String,
@@ -340,6 +344,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             let db = database(&args.db).await?;
             let mut req = BackupRequest::new(args.application.unwrap_or_else(|| db.dbname.clone()));
             req.app_version = args.app_version;
+            req.backup_id = args.backup_id;
             req.compression = args.compression.parse::<Compression>()?;
             req.timeout = args.timeout.map(Duration::from_secs);
             let manifest = backup_database(&catalog, &tools, &db, &req, &bar, ctrl_c()).await?;

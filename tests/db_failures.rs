@@ -676,7 +676,8 @@ fn a_manifest_that_cannot_be_written_leaves_no_dump_behind() {
     let bed = Bed::start();
     bed.pg.create_db("app").unwrap();
     bed.pg.psql_script("app", SHOP_SCHEMA).unwrap();
-    let proxy = failing_s3(&bed, "manifest.json", 0);
+    // The first manifest request is the read before the conditional write; the write fails.
+    let proxy = failing_s3(&bed, "manifest.json", 1);
     let url = bed.pg.url("app");
     let run = bed.backstop_at(
         &proxy.endpoint,

@@ -86,6 +86,9 @@ impl Compression {
 #[derive(Clone, Debug)]
 pub struct BackupRequest {
     pub application: String,
+    /// Given by the caller (the state machine uses its execution name), so a retried call
+    /// finds the finished backup instead of dumping again; a new id when `None`.
+    pub backup_id: Option<String>,
     pub app_version: Option<String>,
     pub purpose: Purpose,
     pub compression: Compression,
@@ -98,6 +101,7 @@ impl BackupRequest {
     pub fn new(application: impl Into<String>) -> Self {
         BackupRequest {
             application: application.into(),
+            backup_id: None,
             app_version: None,
             purpose: Purpose::Backup,
             compression: Compression::Auto,
@@ -119,6 +123,15 @@ pub async fn backup_database(
 ) -> Result<Manifest, Error> {
     check_segment("application", &req.application)?;
     catalog.store.check_bucket().await?;
+    if let Some(id) = &req.backup_id {
+        check_segment("backup id", id)?;
+        if let Some(m) = catalog.read_manifest(&req.application, id).await? {
+            if m.databases.iter().any(|d| d.database == db.dbname) {
+                tracing::info!(backup_id = %id, database = %db.dbname, "already backed up");
+                return Ok(m);
+            }
+        }
+    }
     let (dump_major, pg_dump_version) = tools.version("pg_dump").await?;
     let (compress_arg, compression) = req.compression.resolve(dump_major)?;
 
@@ -127,7 +140,10 @@ pub async fn backup_database(
     let snapshot = session.begin_exported_snapshot().await?;
 
     let started_at = OffsetDateTime::now_utc();
-    let backup_id = new_backup_id(started_at);
+    let backup_id = req
+        .backup_id
+        .clone()
+        .unwrap_or_else(|| new_backup_id(started_at));
     let key = catalog.dump_key(&req.application, &backup_id, &db.dbname);
     tracing::info!(backup_id, database = %db, key, compression, "backup starting");
 
@@ -185,7 +201,10 @@ pub async fn backup_database(
             manifest.finished_at = OffsetDateTime::now_utc();
             // Best effort: a failed manifest tells operators what happened; it can never be
             // mistaken for a good backup.
-            if let Err(write) = catalog.write_manifest(&manifest).await {
+            let failed = catalog.update_manifest(&req.application, &backup_id, |current| {
+                Ok(manifest.clone().merged_into(current))
+            });
+            if let Err(write) = failed.await {
                 tracing::warn!(backup_id, error = %write, "could not record the failed backup");
             }
             tracing::error!(backup_id, error = %e, "backup failed");
@@ -215,13 +234,21 @@ pub async fn backup_database(
     });
     manifest.state = BackupState::Completed;
     manifest.finished_at = OffsetDateTime::now_utc();
-    if let Err(e) = catalog.write_manifest(&manifest).await {
-        // Without its manifest the dump is no backup; do not leave it behind as an orphan.
-        if let Err(del) = catalog.store.delete(&dump_key).await {
-            tracing::error!(backup_id, key = dump_key, error = %del, "could not remove the dump of a backup whose manifest failed");
+    let written = catalog
+        .update_manifest(&req.application, &backup_id, |current| {
+            Ok(manifest.clone().merged_into(current))
+        })
+        .await;
+    let manifest = match written {
+        Ok(m) => m,
+        Err(e) => {
+            // Without its manifest the dump is no backup; do not leave it behind as an orphan.
+            if let Err(del) = catalog.store.delete(&dump_key).await {
+                tracing::error!(backup_id, key = dump_key, error = %del, "could not remove the dump of a backup whose manifest failed");
+            }
+            return Err(e);
         }
-        return Err(e);
-    }
+    };
     tracing::info!(backup_id, bytes, "backup completed");
     Ok(manifest)
 }

@@ -205,6 +205,43 @@ impl Manifest {
         }
     }
 
+    /// Merges this manifest (one target's part of a backup: its databases, its instances, its
+    /// failure) into `current`, what other targets of the same backup wrote already.
+    pub fn merged_into(self, current: Option<Manifest>) -> Manifest {
+        let Some(mut m) = current else {
+            let mut me = self;
+            me.settle_state();
+            return me;
+        };
+        for d in self.databases {
+            match m.databases.iter_mut().find(|x| x.database == d.database) {
+                Some(x) => *x = d,
+                None => m.databases.push(d),
+            }
+        }
+        for i in self.instances {
+            match m
+                .instances
+                .iter_mut()
+                .find(|x| x.instance_id == i.instance_id)
+            {
+                Some(x) => *x = i,
+                None => m.instances.push(i),
+            }
+        }
+        if self.state == BackupState::Failed {
+            m.state = BackupState::Failed;
+            m.error = match (m.error.take(), self.error) {
+                (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+                (a, b) => a.or(b),
+            };
+        }
+        m.started_at = m.started_at.min(self.started_at);
+        m.finished_at = m.finished_at.max(self.finished_at);
+        m.settle_state();
+        m
+    }
+
     /// The instance part for `instance_id`, or the named error listing what the backup holds.
     pub fn instance(&self, instance_id: &str) -> Result<&InstanceBackup, Error> {
         self.instances
@@ -305,6 +342,45 @@ impl Catalog {
         let body = serde_json::to_vec_pretty(manifest)
             .map_err(|e| Error::InvalidInput(format!("manifest cannot be serialised: {e}")))?;
         self.store.put_bytes(&key, body, "application/json").await
+    }
+
+    /// Reads, changes and writes a manifest so that concurrent writers (the targets of one
+    /// backup, backed up in parallel) never lose each other's parts: the write is conditional
+    /// on the object being unchanged since the read, and the change is retried on a conflict.
+    /// `change` gets the current manifest (`None` when there is none yet).
+    pub async fn update_manifest(
+        &self,
+        application: &str,
+        backup_id: &str,
+        mut change: impl FnMut(Option<Manifest>) -> Result<Manifest, Error>,
+    ) -> Result<Manifest, Error> {
+        let key = self.manifest_key(application, backup_id);
+        const ATTEMPTS: u32 = 20;
+        for attempt in 1..=ATTEMPTS {
+            let (current, etag) = match self.store.get_tagged(&key).await? {
+                Some((body, etag)) => (Some(self.parse(&key, &body)?), Some(etag)),
+                None => (None, None),
+            };
+            let manifest = change(current)?;
+            let body = serde_json::to_vec_pretty(&manifest)
+                .map_err(|e| Error::InvalidInput(format!("manifest cannot be serialised: {e}")))?;
+            if self
+                .store
+                .put_if_unchanged(&key, body, "application/json", etag.as_deref())
+                .await?
+            {
+                return Ok(manifest);
+            }
+            tracing::debug!(key, attempt, "manifest changed concurrently; merging again");
+            let jitter = rand::random::<u64>() % (20 * u64::from(attempt));
+            tokio::time::sleep(std::time::Duration::from_millis(10 + jitter)).await;
+        }
+        Err(Error::Storage {
+            operation: "PutObject",
+            bucket: self.store.bucket().to_string(),
+            key,
+            reason: format!("the manifest kept changing under {ATTEMPTS} attempts to update it"),
+        })
     }
 
     /// The manifest of a backup of a known application, if it exists.

@@ -569,44 +569,43 @@ fn set_progress(snapshots: &[Snapshot]) -> u8 {
     mean.min(99)
 }
 
-/// Writes (or merges into) the manifest the instances of a started backup.
+/// Writes (or merges into) the manifest the instances of a started backup. Instances
+/// already recorded keep their entry, so a retried start never turns a completed instance
+/// back into a pending one.
 pub async fn record_started(
     catalog: &Catalog,
     req: &InstanceBackupRequest,
     entries: &[InstanceBackup],
     started_at: OffsetDateTime,
 ) -> Result<Manifest, Error> {
-    let mut manifest = match catalog
-        .read_manifest(&req.application, &req.backup_id)
-        .await?
-    {
-        Some(m) => m,
-        None => Manifest {
-            format_version: MANIFEST_FORMAT,
-            backup_id: req.backup_id.clone(),
-            application: req.application.clone(),
-            app_version: req.commit.clone(),
-            purpose: Purpose::Backup,
-            state: BackupState::Pending,
-            started_at,
-            finished_at: started_at,
-            databases: Vec::new(),
-            instances: Vec::new(),
-            error: None,
-        },
-    };
-    for e in entries {
-        if !manifest
-            .instances
-            .iter()
-            .any(|i| i.instance_id == e.instance_id)
-        {
-            manifest.instances.push(e.clone());
-        }
-    }
-    manifest.settle_state();
-    catalog.write_manifest(&manifest).await?;
-    Ok(manifest)
+    catalog
+        .update_manifest(&req.application, &req.backup_id, |current| {
+            let mut manifest = current.unwrap_or_else(|| Manifest {
+                format_version: MANIFEST_FORMAT,
+                backup_id: req.backup_id.clone(),
+                application: req.application.clone(),
+                app_version: req.commit.clone(),
+                purpose: Purpose::Backup,
+                state: BackupState::Pending,
+                started_at,
+                finished_at: started_at,
+                databases: Vec::new(),
+                instances: Vec::new(),
+                error: None,
+            });
+            for e in entries {
+                if !manifest
+                    .instances
+                    .iter()
+                    .any(|i| i.instance_id == e.instance_id)
+                {
+                    manifest.instances.push(e.clone());
+                }
+            }
+            manifest.settle_state();
+            Ok(manifest)
+        })
+        .await
 }
 
 /// Records a poll's outcome in the manifest. COMPLETED marks the instance completed (image
@@ -619,7 +618,7 @@ pub async fn record_outcome(
     status: &JobStatus,
     now: OffsetDateTime,
 ) -> Result<Manifest, Error> {
-    let mut manifest = catalog
+    let manifest = catalog
         .read_manifest(&job.application, &job.backup_id)
         .await?
         .ok_or_else(|| Error::BackupNotFound {
@@ -627,25 +626,13 @@ pub async fn record_outcome(
             prefix: catalog.prefix.clone(),
             backup_id: job.backup_id.clone(),
         })?;
-    let index = manifest
-        .instances
-        .iter()
-        .position(|i| i.instance_id == job.instance_id);
-    let Some(index) = index else {
-        return Err(manifest
-            .instance(&job.instance_id)
-            .err()
-            .unwrap_or(Error::InvalidInput(
-                "instance missing from the manifest".to_string(),
-            )));
-    };
+    let mut entry = manifest.instance(&job.instance_id)?.clone();
+    if entry.state != BackupState::Pending {
+        return Ok(manifest);
+    }
     match status {
         JobStatus::Pending { .. } => return Ok(manifest),
         JobStatus::Completed => {
-            let entry = &mut manifest.instances[index];
-            if entry.state == BackupState::Completed {
-                return Ok(manifest);
-            }
             if let (InstanceBackupMode::Image, Some(image_id)) = (entry.mode, &entry.image_id) {
                 let out = ec2
                     .call("DescribeImages", |c| {
@@ -653,7 +640,7 @@ pub async fn record_outcome(
                     })
                     .await?;
                 if let Some(image) = out.images().first() {
-                    fill_image_snapshots(entry, image);
+                    fill_image_snapshots(&mut entry, image);
                 }
                 // The image's snapshots exist now: give them their volumes' tags too.
                 let ids: Vec<String> = entry.volumes.iter().map(|v| v.volume_id.clone()).collect();
@@ -668,29 +655,40 @@ pub async fn record_outcome(
                     .iter()
                     .filter_map(|v| Some((v.volume_id()?, v)))
                     .collect();
-                copy_volume_tags(ec2, entry, &by_id).await?;
+                copy_volume_tags(ec2, &entry, &by_id).await?;
             }
             entry.state = BackupState::Completed;
         }
         JobStatus::Failed { reason } => {
             discard(ec2, job).await;
-            let entry = &mut manifest.instances[index];
             entry.state = BackupState::Failed;
             entry.error = Some(reason.clone());
         }
         JobStatus::TimedOut { waited_seconds } => {
             discard(ec2, job).await;
-            let entry = &mut manifest.instances[index];
             entry.state = BackupState::Failed;
             entry.error = Some(format!(
                 "not complete after {waited_seconds} s; the snapshots were deleted"
             ));
         }
     }
-    manifest.finished_at = now;
-    manifest.settle_state();
-    catalog.write_manifest(&manifest).await?;
-    Ok(manifest)
+    catalog
+        .update_manifest(&job.application, &job.backup_id, |current| {
+            let mut manifest = current.ok_or_else(|| Error::BackupNotFound {
+                bucket: catalog.store.bucket().to_string(),
+                prefix: catalog.prefix.clone(),
+                backup_id: job.backup_id.clone(),
+            })?;
+            for i in manifest.instances.iter_mut() {
+                if i.instance_id == entry.instance_id {
+                    *i = entry.clone();
+                }
+            }
+            manifest.finished_at = now;
+            manifest.settle_state();
+            Ok(manifest)
+        })
+        .await
 }
 
 /// Deletes the snapshots (and image) of a failed backup; what cannot be deleted stays tagged

@@ -105,6 +105,11 @@ impl S3Store {
 
     /// A whole small object, or `None` when there is no such key.
     pub async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.get_tagged(key).await?.map(|(body, _)| body))
+    }
+
+    /// A whole small object with its ETag, or `None` when there is no such key.
+    pub async fn get_tagged(&self, key: &str) -> Result<Option<(Vec<u8>, String)>, Error> {
         let out = match self
             .client
             .get_object()
@@ -123,13 +128,49 @@ impl S3Store {
             }
             Err(e) => return Err(self.fail("GetObject", key, e)),
         };
+        let etag = out.e_tag().unwrap_or_default().to_string();
         let body = out.body.collect().await.map_err(|e| Error::Storage {
             operation: "GetObject",
             bucket: self.bucket.clone(),
             key: key.to_string(),
             reason: e.to_string(),
         })?;
-        Ok(Some(body.to_vec()))
+        Ok(Some((body.to_vec(), etag)))
+    }
+
+    /// Writes a small object only if it is still what was read: at `etag`, or absent when
+    /// `etag` is `None` (S3 conditional writes). `Ok(false)` when another writer came first.
+    pub async fn put_if_unchanged(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        etag: Option<&str>,
+    ) -> Result<bool, Error> {
+        let req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(ByteStream::from(body));
+        let req = match etag {
+            Some(tag) => req.if_match(tag),
+            None => req.if_none_match("*"),
+        };
+        match req.send().await {
+            Ok(_) => Ok(true),
+            // 412: the condition failed; 409: a concurrent conditional write is in flight.
+            Err(e)
+                if matches!(
+                    e.raw_response().map(|r| r.status().as_u16()),
+                    Some(412 | 409)
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(self.fail("PutObject", key, e)),
+        }
     }
 
     /// The object's size, or `None` when there is no such key.
