@@ -2,6 +2,8 @@
 //! `--json`, exits 0 only on success, shows a progress bar only when stderr is a terminal, and
 //! uses the standard AWS configuration (`AWS_ENDPOINT_URL`, `AWS_REGION`, credentials).
 
+mod follow;
+mod local;
 mod progress;
 
 use std::io::IsTerminal;
@@ -55,6 +57,40 @@ enum Command {
     /// The backup catalog.
     #[command(subcommand)]
     Backups(BackupsCommand),
+    /// Run the local default: moto with its Step Functions engine, the project's functions
+    /// served on its Lambda port, the bucket and the protect state machine. Prints one JSON
+    /// line (endpoint, state_machine_arn, …) and runs until Ctrl-C.
+    Local(LocalArgs),
+    /// Start one protected deploy (an execution of the state machine) with a run document and
+    /// follow it state by state; exits non-zero with the failure's error and cause.
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct LocalArgs {
+    #[arg(long, default_value = "backstop-local")]
+    bucket: String,
+    #[arg(long, default_value = DEFAULT_PREFIX)]
+    prefix: String,
+    #[arg(long, default_value = "us-east-1")]
+    region: String,
+    /// A stand-in for one of your functions (a deploy): NAME=SHELL-COMMAND, run with the
+    /// payload on stdin; a non-zero exit is a function error (repeatable).
+    #[arg(long = "function")]
+    functions: Vec<String>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The run document (JSON file; - for stdin).
+    #[arg(long)]
+    input: String,
+    /// The protect state machine.
+    #[arg(long, env = "BACKSTOP_STATE_MACHINE_ARN")]
+    state_machine_arn: String,
+    /// The execution name, which is also the backup id (default: a new backup id).
+    #[arg(long)]
+    name: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -418,6 +454,66 @@ async fn run(cli: Cli) -> Result<(), Error> {
             }
         }
         Command::Ec2(cmd) => ec2_command(cmd, json, &bar).await?,
+        Command::Local(args) => {
+            let mut functions = std::collections::BTreeMap::new();
+            for f in &args.functions {
+                match f.split_once('=') {
+                    Some((name, cmd)) if !name.is_empty() && !cmd.is_empty() => {
+                        functions.insert(name.to_string(), cmd.to_string());
+                    }
+                    _ => {
+                        return Err(Error::InvalidInput(format!(
+                            "--function {f:?} is not NAME=COMMAND"
+                        )))
+                    }
+                }
+            }
+            local::run(local::LocalOptions {
+                bucket: args.bucket,
+                prefix: args.prefix,
+                region: args.region,
+                functions,
+            })
+            .await?;
+        }
+        Command::Run(args) => {
+            let input = if args.input == "-" {
+                let mut s = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                    .map_err(|e| Error::InvalidInput(format!("reading stdin: {e}")))?;
+                s
+            } else {
+                std::fs::read_to_string(&args.input)
+                    .map_err(|e| Error::InvalidInput(format!("{}: {e}", args.input)))?
+            };
+            let document: serde_json::Value = serde_json::from_str(&input)
+                .map_err(|e| Error::InvalidInput(format!("{}: not JSON: {e}", args.input)))?;
+            // Checked here too, so a bad document fails before an execution starts.
+            backstop_core::run::RunDocument::parse(document)?;
+            let name = args
+                .name
+                .unwrap_or_else(|| new_backup_id(time::OffsetDateTime::now_utc()));
+            let shared = aws_config_load().await;
+            let sfn = aws_sdk_sfn::Client::new(&shared);
+            let outcome = follow::run(&sfn, &args.state_machine_arn, &name, &input, !json).await?;
+            if json {
+                print_json(&outcome);
+            } else {
+                let total: f64 = outcome.states.iter().map(|(_, s)| s).sum::<f64>();
+                println!(
+                    "{} {} ({} history events, {total:.1} s in states)",
+                    outcome.name, outcome.status, outcome.events
+                );
+            }
+            if outcome.status != "SUCCEEDED" {
+                return Err(Error::ExecutionFailed {
+                    name: outcome.name,
+                    status: outcome.status,
+                    error: outcome.error.unwrap_or_default(),
+                    cause: outcome.cause.unwrap_or_default(),
+                });
+            }
+        }
         Command::Backups(BackupsCommand::List(args)) => {
             let catalog = catalog(&args.catalog).await?;
             let manifests = catalog.list(args.application.as_deref()).await?;

@@ -138,6 +138,17 @@ pub enum Error {
         instance_id: String,
         reason: String,
     },
+    /// A deployment or post-restore check failed; the message says which and what it saw.
+    #[error("check failed: {0}")]
+    VerificationFailed(String),
+    /// A state machine execution did not succeed; its own error and cause.
+    #[error("execution {name} {status}: {error}: {cause}")]
+    ExecutionFailed {
+        name: String,
+        status: String,
+        error: String,
+        cause: String,
+    },
     /// A restore of an instance failed (for example its replace-root-volume task failed); the
     /// message says what state the instance is left in.
     #[error("restore of instance {instance_id} failed: {reason}")]
@@ -176,6 +187,8 @@ impl Error {
             Error::InstanceNotInBackup { .. } => "InstanceNotInBackup",
             Error::InstanceBackupFailed { .. } => "InstanceBackupFailed",
             Error::InstanceRestoreFailed { .. } => "InstanceRestoreFailed",
+            Error::VerificationFailed(_) => "VerificationFailed",
+            Error::ExecutionFailed { .. } => "ExecutionFailed",
         }
     }
 
@@ -209,6 +222,8 @@ impl Error {
         "InstanceNotInBackup",
         "InstanceBackupFailed",
         "InstanceRestoreFailed",
+        "VerificationFailed",
+        "ExecutionFailed",
     ];
 }
 

@@ -13,6 +13,10 @@
 //! - [`ec2`]: the EC2 port: throttling retries, named errors, instances and volumes, tags.
 //! - [`instance_backup`], [`instance_restore`]: snapshot sets and images of instances, polled
 //!   to completion; the resumable swap-volumes and replace-root restores.
+//! - [`run`]: the run document, the input of one protected deploy.
+//! - [`tasks`]: what each Lambda of the state machine does (start-backup, poll-job, restore,
+//!   verify), over typed inputs and outputs.
+//! - [`http`]: the HTTP(S) GET of the deployment checks.
 //! - [`poll`]: job status and the backed-off, bounded wait between polls.
 //! - [`progress`]: how long operations report bytes moved and what they wait on.
 
@@ -22,6 +26,7 @@ pub mod dbconfig;
 pub mod download;
 pub mod ec2;
 pub mod error;
+pub mod http;
 pub mod instance_backup;
 pub mod instance_restore;
 pub mod pg;
@@ -29,7 +34,9 @@ pub mod pgtls;
 pub mod poll;
 pub mod progress;
 pub mod restore;
+pub mod run;
 pub mod s3;
+pub mod tasks;
 pub mod upload;
 pub mod verify;
 

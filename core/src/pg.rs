@@ -83,6 +83,21 @@ impl Session {
             .map_err(|e| self.err(&e))
     }
 
+    /// The first column of the first row, as PostgreSQL prints it (`None` for no row or NULL).
+    pub async fn query_first_text(&self, sql: &str) -> Result<Option<String>, Error> {
+        let messages = self
+            .client
+            .simple_query(sql)
+            .await
+            .map_err(|e| self.err(&e))?;
+        for m in messages {
+            if let tokio_postgres::SimpleQueryMessage::Row(row) = m {
+                return Ok(row.get(0).map(str::to_string));
+            }
+        }
+        Ok(None)
+    }
+
     /// Runs a query whose single row and column is text.
     pub async fn query_text(&self, sql: &str) -> Result<String, Error> {
         let row = self

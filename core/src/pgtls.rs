@@ -88,7 +88,7 @@ enum Check {
     Full,
 }
 
-fn roots(rootcert: Option<&Path>) -> Result<RootCertStore, Error> {
+pub(crate) fn roots(rootcert: Option<&Path>) -> Result<RootCertStore, Error> {
     let mut store = RootCertStore::empty();
     match rootcert {
         Some(path) => {

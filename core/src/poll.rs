@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// How long to wait between polls and when to give up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct PollPolicy {
     /// The shortest wait between polls, in seconds.
     pub first_wait_seconds: u64,

@@ -13,8 +13,13 @@ use crate::error::Error;
 /// custom endpoint is configured, since local emulators do not serve virtual-hosted buckets.
 pub async fn client_from_env() -> aws_sdk_s3::Client {
     let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    client_for(&shared)
+}
+
+/// An S3 client from a loaded configuration, path-style when it names a custom endpoint.
+pub fn client_for(shared: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
     let custom_endpoint = shared.endpoint_url().is_some();
-    let conf = aws_sdk_s3::config::Builder::from(&shared)
+    let conf = aws_sdk_s3::config::Builder::from(shared)
         .force_path_style(custom_endpoint)
         .build();
     aws_sdk_s3::Client::from_conf(conf)

@@ -6,7 +6,7 @@
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, Manifest};
 use crate::dbconfig::{DbTarget, Password};
 use crate::download::DownloadTuning;
 use crate::error::Error;
@@ -49,6 +49,18 @@ pub async fn verify_backup(
 ) -> Result<VerifyReport, Error> {
     let manifest = catalog.find(backup_id).await?;
     ensure_completed(&manifest)?;
+    verify_databases(catalog, tools, &manifest, restore_test, tuning, progress).await
+}
+
+/// Verifies the databases of a manifest (whatever state its instances are in).
+pub async fn verify_databases(
+    catalog: &Catalog,
+    tools: &PgTools,
+    manifest: &Manifest,
+    restore_test: Option<&DbTarget>,
+    tuning: DownloadTuning,
+    progress: &dyn Progress,
+) -> Result<VerifyReport, Error> {
     let mut report = VerifyReport {
         backup_id: manifest.backup_id.clone(),
         databases: Vec::new(),

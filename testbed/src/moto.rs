@@ -25,6 +25,12 @@ pub struct Moto {
 impl Moto {
     /// Starts `<workspace_root>/.venv/bin/moto_server` (or `$BACKSTOP_MOTO_SERVER`) and waits until it answers.
     pub fn start() -> Result<Moto, TestbedError> {
+        Self::start_with_env(&[])
+    }
+
+    /// Like [`Moto::start`], with extra environment for the server, e.g. `MOTO_PORT` (where
+    /// its Step Functions engine sends Lambda invocations).
+    pub fn start_with_env(env: &[(&str, &str)]) -> Result<Moto, TestbedError> {
         let binary = match std::env::var_os("BACKSTOP_MOTO_SERVER") {
             Some(p) if !p.is_empty() => PathBuf::from(p),
             _ => workspace_root().join(".venv/bin/moto_server"),
@@ -38,7 +44,7 @@ impl Moto {
         let dir = unique_temp_dir("moto")?;
         let mut last_err = None;
         for attempt in 0..START_ATTEMPTS {
-            match start_once(&binary, &dir, attempt) {
+            match start_once(&binary, &dir, attempt, env) {
                 Ok((port, child)) => {
                     return Ok(Moto {
                         port,
@@ -64,6 +70,7 @@ fn start_once(
     binary: &std::path::Path,
     dir: &std::path::Path,
     attempt: usize,
+    env: &[(&str, &str)],
 ) -> Result<(u16, Child), TestbedError> {
     let port = free_port()?;
     let log_path = dir.join(format!("moto-{attempt}.log"));
@@ -77,6 +84,7 @@ fn start_once(
         .arg("127.0.0.1")
         .arg("-p")
         .arg(port.to_string())
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err)

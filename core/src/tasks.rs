@@ -1,0 +1,825 @@
+//! The work of the state machine's tasks, one function per Lambda: `start_backup`, `poll_job`,
+//! `restore` (one target each) and `verify` (the run document, the backup, the deployment, the
+//! restore). Inputs and outputs are small typed JSON documents that carry ids, not manifests;
+//! every failure is a named [`Error`] whose `error_type` the state machine's Retry and Catch
+//! match. The Lambda binaries and the local invoke router both call these.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::backup::{backup_database, BackupRequest};
+use crate::catalog::{BackupState, Catalog, InstanceBackupMode, Manifest, DEFAULT_PREFIX};
+use crate::dbconfig::DbTarget;
+use crate::download::DownloadTuning;
+use crate::ec2::Ec2;
+use crate::error::Error;
+use crate::instance_backup::{
+    poll_instance_backup, record_outcome, record_started, resolve_targets, start_instance_backup,
+    InstanceBackupRequest, InstanceJob,
+};
+use crate::instance_restore::{restore_instance_step, InstanceRestore, InstanceRestoreMode};
+use crate::pg::{check_counts, PgTools, Session};
+use crate::poll::{JobStatus, PollPolicy};
+use crate::progress::Quiet;
+use crate::restore::{restore_database, RestoreMode, RestoreRequest};
+use crate::run::{AppVersion, Checks, Policy, RunDocument, Target, WaitFor};
+use crate::s3::{client_for, S3Store};
+use crate::verify::verify_databases;
+
+/// The clients and tools every task needs.
+pub struct Context {
+    pub catalog: Catalog,
+    pub ec2: Ec2,
+    pub tools: PgTools,
+    pub secrets: aws_sdk_secretsmanager::Client,
+}
+
+impl Context {
+    /// From the environment: `BACKSTOP_BUCKET` (required), `BACKSTOP_PREFIX`, the standard AWS
+    /// configuration, and `PG_BIN_DIR`/`PATH` for the PostgreSQL tools.
+    pub async fn from_env() -> Result<Context, Error> {
+        let bucket = std::env::var("BACKSTOP_BUCKET").unwrap_or_default();
+        let prefix = std::env::var("BACKSTOP_PREFIX").unwrap_or_else(|_| DEFAULT_PREFIX.into());
+        let shared = crate::dbconfig::load_aws_config().await;
+        Context::new(&shared, &bucket, &prefix)
+    }
+
+    /// With the clients of a loaded AWS configuration.
+    pub fn new(
+        shared: &aws_config::SdkConfig,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<Context, Error> {
+        if bucket.trim().is_empty() {
+            return Err(Error::InvalidInput(
+                "BACKSTOP_BUCKET is not set: the backup bucket".to_string(),
+            ));
+        }
+        Ok(Context {
+            catalog: Catalog::new(S3Store::new(client_for(shared), bucket), prefix)?,
+            ec2: Ec2::new(aws_sdk_ec2::Client::new(shared), Default::default()),
+            tools: PgTools::from_env(),
+            secrets: crate::dbconfig::secrets_client(shared),
+        })
+    }
+
+    /// Where a database target is and how to log in.
+    pub async fn database(&self, target: &Target) -> Result<DbTarget, Error> {
+        let Target::Database {
+            secret_id,
+            url_env,
+            dbname,
+        } = target
+        else {
+            return Err(Error::InvalidInput(format!(
+                "{} is not a database",
+                target.label()
+            )));
+        };
+        let mut db = match (secret_id, url_env) {
+            (Some(secret), None) => {
+                DbTarget::from_secret(&self.secrets, secret, dbname.as_deref()).await?
+            }
+            (None, Some(var)) => {
+                let url = std::env::var(var).map_err(|_| {
+                    Error::InvalidInput(format!(
+                        "url_env {var}: no such environment variable where the task runs"
+                    ))
+                })?;
+                DbTarget::from_url(&url)?
+            }
+            _ => {
+                return Err(Error::InvalidInput(
+                    "a database target needs exactly one of secret_id, url_env".to_string(),
+                ))
+            }
+        };
+        if let (Some(name), None) = (dbname, secret_id) {
+            db.dbname = name.clone();
+        }
+        Ok(db)
+    }
+}
+
+/// The input of start-backup and restore: one target of the run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetTask {
+    pub target: Target,
+    pub backup_id: String,
+    pub application: String,
+    #[serde(default)]
+    pub version: AppVersion,
+    #[serde(default)]
+    pub policy: Policy,
+}
+
+/// A job the poll loop follows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Job {
+    /// Snapshot sets or images of instances.
+    InstanceBackup {
+        jobs: Vec<InstanceJob>,
+        wait_for: WaitFor,
+        poll: PollPolicy,
+    },
+    /// A database dump; finished when start-backup returns.
+    DatabaseBackup { backup_id: String, database: String },
+    /// Restores of instances, advanced one step per poll.
+    InstanceRestore {
+        backup_id: String,
+        application: String,
+        instance_ids: Vec<String>,
+        restore_id: String,
+        mode: InstanceRestoreMode,
+        #[serde(with = "time::serde::rfc3339")]
+        started_at: OffsetDateTime,
+        poll: PollPolicy,
+    },
+    /// A database restore; finished when restore returns.
+    DatabaseRestore {
+        database: String,
+        failed_state_database: Option<String>,
+    },
+}
+
+/// What start-backup, poll-job and restore return: the job and where it stands. The state
+/// machine waits `next_wait_seconds` and polls again while `status` is `PENDING`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobReport {
+    pub job: Job,
+    /// `PENDING`, `STARTED` (snapshots started and the policy waits for no more) or `COMPLETED`.
+    pub status: String,
+    pub next_wait_seconds: u64,
+    pub progress: u8,
+    pub detail: String,
+}
+
+fn completed(job: Job, detail: String) -> JobReport {
+    JobReport {
+        job,
+        status: "COMPLETED".to_string(),
+        next_wait_seconds: 0,
+        progress: 100,
+        detail,
+    }
+}
+
+/// start-backup: backs up one target under the run's backup id. A database is dumped to
+/// the end; instances get their snapshot sets (or images) started and polled once.
+pub async fn start_backup(ctx: &Context, task: &TargetTask) -> Result<JobReport, Error> {
+    let now = OffsetDateTime::now_utc();
+    match &task.target {
+        Target::Instance {
+            instance_id,
+            tags,
+            mode,
+            ..
+        } => {
+            let ids: Vec<String> = instance_id.iter().cloned().collect();
+            let tags: Vec<(String, String)> =
+                tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            let instances = resolve_targets(&ctx.ec2, &ids, &tags).await?;
+            let mut req = InstanceBackupRequest::new(&task.backup_id, &task.application, *mode);
+            req.commit = task.version.commit.clone();
+            let mut entries = Vec::new();
+            for i in &instances {
+                entries.push(start_instance_backup(&ctx.ec2, &req, i).await?);
+            }
+            let manifest = record_started(&ctx.catalog, &req, &entries, now).await?;
+            let jobs = entries
+                .iter()
+                .map(|e| {
+                    InstanceJob::of(&task.backup_id, &task.application, e, manifest.started_at)
+                })
+                .collect();
+            let job = Job::InstanceBackup {
+                jobs,
+                wait_for: task.policy.wait_for,
+                poll: task.policy.poll,
+            };
+            poll_backup(ctx, job).await
+        }
+        Target::Database { .. } => {
+            let db = ctx.database(&task.target).await?;
+            let mut req = BackupRequest::new(&task.application);
+            req.backup_id = Some(task.backup_id.clone());
+            req.app_version = task.version.commit.clone();
+            let manifest = backup_database(
+                &ctx.catalog,
+                &ctx.tools,
+                &db,
+                &req,
+                &Quiet,
+                std::future::pending(),
+            )
+            .await?;
+            let bytes = manifest
+                .databases
+                .iter()
+                .find(|d| d.database == db.dbname)
+                .map(|d| d.artifact.bytes)
+                .unwrap_or_default();
+            Ok(completed(
+                Job::DatabaseBackup {
+                    backup_id: task.backup_id.clone(),
+                    database: db.dbname.clone(),
+                },
+                format!("database {} dumped ({bytes} bytes)", db.dbname),
+            ))
+        }
+    }
+}
+
+/// poll-job: one look at a job. A failed or timed-out backup is the error
+/// `InstanceBackupFailed` / `TimedOut` (the manifest says `failed`, the snapshots are gone).
+pub async fn poll_job(ctx: &Context, report: &JobReport) -> Result<JobReport, Error> {
+    match &report.job {
+        Job::InstanceBackup { .. } => poll_backup(ctx, report.job.clone()).await,
+        Job::InstanceRestore { .. } => advance_restore(ctx, report.job.clone()).await,
+        Job::DatabaseBackup { .. } | Job::DatabaseRestore { .. } => {
+            Ok(completed(report.job.clone(), report.detail.clone()))
+        }
+    }
+}
+
+async fn poll_backup(ctx: &Context, job: Job) -> Result<JobReport, Error> {
+    let Job::InstanceBackup {
+        jobs,
+        wait_for,
+        poll,
+    } = &job
+    else {
+        return Err(Error::InvalidInput(
+            "not an instance backup job".to_string(),
+        ));
+    };
+    let now = OffsetDateTime::now_utc();
+    let mut wait = poll.max_wait_seconds;
+    let mut progress = Vec::new();
+    let mut pending = Vec::new();
+    for j in jobs {
+        let status = poll_instance_backup(&ctx.ec2, j, poll, now).await?;
+        match &status {
+            JobStatus::Pending {
+                progress: p,
+                next_wait_seconds,
+                ..
+            } => {
+                wait = wait.min(*next_wait_seconds);
+                progress.push(u32::from(*p));
+                pending.push(j.instance_id.clone());
+                continue;
+            }
+            JobStatus::Completed => progress.push(100),
+            JobStatus::Failed { .. } | JobStatus::TimedOut { .. } => {}
+        }
+        record_outcome(&ctx.ec2, &ctx.catalog, j, &status, now).await?;
+        match status {
+            JobStatus::Failed { reason } => {
+                return Err(Error::InstanceBackupFailed {
+                    backup_id: j.backup_id.clone(),
+                    instance_id: j.instance_id.clone(),
+                    reason,
+                })
+            }
+            JobStatus::TimedOut { waited_seconds } => {
+                return Err(Error::TimedOut {
+                    operation: format!("backup of {}", j.instance_id),
+                    seconds: waited_seconds,
+                })
+            }
+            _ => {}
+        }
+    }
+    let mean = progress.iter().sum::<u32>() / progress.len().max(1) as u32;
+    if pending.is_empty() {
+        return Ok(completed(
+            job.clone(),
+            format!("{} instance(s) backed up", jobs.len()),
+        ));
+    }
+    let status = match wait_for {
+        WaitFor::Started => "STARTED",
+        WaitFor::Completed => "PENDING",
+    };
+    Ok(JobReport {
+        job: job.clone(),
+        status: status.to_string(),
+        next_wait_seconds: wait,
+        progress: mean.min(99) as u8,
+        detail: format!("snapshots of {} still completing", pending.join(", ")),
+    })
+}
+
+/// The input of restore.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreTask {
+    #[serde(flatten)]
+    pub task: TargetTask,
+    /// Names this restore run; the same id resumes it.
+    pub restore_id: String,
+}
+
+/// restore: puts one target back to the backup. A database is restored by swap (the failed
+/// one kept); instances start their restore and the poll loop advances it.
+pub async fn restore(ctx: &Context, input: &RestoreTask) -> Result<JobReport, Error> {
+    let task = &input.task;
+    let manifest = ctx
+        .catalog
+        .read_manifest(&task.application, &task.backup_id)
+        .await?
+        .ok_or_else(|| Error::BackupNotFound {
+            bucket: ctx.catalog.store.bucket().to_string(),
+            prefix: ctx.catalog.prefix.clone(),
+            backup_id: task.backup_id.clone(),
+        })?;
+    match &task.target {
+        Target::Instance {
+            instance_id,
+            tags,
+            restore_mode,
+            ..
+        } => {
+            let instance_ids = match instance_id {
+                Some(id) => vec![id.clone()],
+                None => {
+                    let tags: Vec<(String, String)> =
+                        tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                    resolve_targets(&ctx.ec2, &[], &tags)
+                        .await?
+                        .into_iter()
+                        .map(|i| i.instance_id)
+                        .collect()
+                }
+            };
+            for id in &instance_ids {
+                manifest.instance(id)?;
+            }
+            let job = Job::InstanceRestore {
+                backup_id: task.backup_id.clone(),
+                application: task.application.clone(),
+                instance_ids,
+                restore_id: input.restore_id.clone(),
+                mode: *restore_mode,
+                started_at: OffsetDateTime::now_utc(),
+                poll: task.policy.poll,
+            };
+            advance_restore(ctx, job).await
+        }
+        Target::Database { .. } => {
+            let db = ctx.database(&task.target).await?;
+            let mut req = RestoreRequest::new(&task.backup_id, RestoreMode::Swap);
+            req.database = Some(db.dbname.clone());
+            let report = restore_database(
+                &ctx.catalog,
+                &ctx.tools,
+                &db,
+                &req,
+                &Quiet,
+                std::future::pending(),
+            )
+            .await?;
+            Ok(completed(
+                Job::DatabaseRestore {
+                    database: report.database.clone(),
+                    failed_state_database: report.failed_state_database.clone(),
+                },
+                format!(
+                    "database {} restored ({} tables match the manifest){}",
+                    report.database,
+                    report.tables.len(),
+                    report
+                        .failed_state_database
+                        .as_ref()
+                        .map(|f| format!("; the failed state is kept as {f}"))
+                        .unwrap_or_default()
+                ),
+            ))
+        }
+    }
+}
+
+/// One step of every instance's restore; an instance whose snapshots were only started
+/// (`wait_for: started`) first waits for them to complete.
+async fn advance_restore(ctx: &Context, job: Job) -> Result<JobReport, Error> {
+    let Job::InstanceRestore {
+        backup_id,
+        application,
+        instance_ids,
+        restore_id,
+        mode,
+        started_at,
+        poll,
+    } = &job
+    else {
+        return Err(Error::InvalidInput(
+            "not an instance restore job".to_string(),
+        ));
+    };
+    let now = OffsetDateTime::now_utc();
+    let elapsed: Duration = (now - *started_at).try_into().unwrap_or(Duration::ZERO);
+    let mut manifest = read(ctx, application, backup_id).await?;
+    let mut phases = Vec::new();
+    let mut acted = false;
+    let mut done = 0;
+    for id in instance_ids {
+        let mut entry = manifest.instance(id)?.clone();
+        if entry.state == BackupState::Pending {
+            let bjob = InstanceJob::of(backup_id, application, &entry, manifest.started_at);
+            let status = poll_instance_backup(&ctx.ec2, &bjob, &PollPolicy::default(), now).await?;
+            if matches!(status, JobStatus::Pending { .. }) {
+                phases.push(format!(
+                    "{id}: waiting for the backup's snapshots to complete"
+                ));
+                continue;
+            }
+            manifest = record_outcome(&ctx.ec2, &ctx.catalog, &bjob, &status, now).await?;
+            entry = manifest.instance(id)?.clone();
+        }
+        let step = restore_instance_step(
+            &ctx.ec2,
+            &InstanceRestore {
+                backup_id,
+                entry: &entry,
+                restore_id,
+                mode: *mode,
+            },
+        )
+        .await?;
+        acted |= !step.actions.is_empty();
+        if step.done {
+            done += 1;
+        } else {
+            phases.push(format!("{id}: {}", step.phase));
+        }
+    }
+    if done == instance_ids.len() {
+        return Ok(completed(
+            job.clone(),
+            format!("{} instance(s) restored", instance_ids.len()),
+        ));
+    }
+    if poll.expired(elapsed) {
+        return Err(Error::TimedOut {
+            operation: format!("restore {restore_id} ({})", phases.join("; ")),
+            seconds: elapsed.as_secs(),
+        });
+    }
+    Ok(JobReport {
+        job: job.clone(),
+        status: "PENDING".to_string(),
+        next_wait_seconds: if acted {
+            1
+        } else {
+            poll.next_wait(elapsed).as_secs().min(30)
+        },
+        progress: (done * 100 / instance_ids.len().max(1)) as u8,
+        detail: phases.join("; "),
+    })
+}
+
+async fn read(ctx: &Context, application: &str, backup_id: &str) -> Result<Manifest, Error> {
+    ctx.catalog
+        .read_manifest(application, backup_id)
+        .await?
+        .ok_or_else(|| Error::BackupNotFound {
+            bucket: ctx.catalog.store.bucket().to_string(),
+            prefix: ctx.catalog.prefix.clone(),
+            backup_id: backup_id.to_string(),
+        })
+}
+
+/// The input of verify, by mode.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
+pub enum VerifyTask {
+    /// Check the run document and return it with every default filled in.
+    Run { document: serde_json::Value },
+    /// The backup's artifacts: dumps re-read (size, SHA-256, archive listing), snapshots
+    /// present and not failed.
+    Backup {
+        backup_id: String,
+        application: String,
+    },
+    /// The deployment checks.
+    Deployment { run: RunDocument },
+    /// After a restore: databases hold the manifest's row counts, instances run on volumes
+    /// from the backup's snapshots, and the deployment checks pass again. Returns the cause
+    /// the execution fails with.
+    Restore {
+        run: RunDocument,
+        backup_id: String,
+        #[serde(default)]
+        failure: serde_json::Value,
+    },
+}
+
+/// verify's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyReport {
+    pub summary: String,
+    /// Restore mode: the JSON the execution's `DeployFailed` carries as its cause.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+}
+
+/// verify: dispatches on the mode. `Run` returns the normalized run document.
+pub async fn verify(ctx: &Context, task: &VerifyTask) -> Result<serde_json::Value, Error> {
+    let out = match task {
+        VerifyTask::Run { document } => {
+            let doc = RunDocument::parse(document.clone())?;
+            return serde_json::to_value(doc)
+                .map_err(|e| Error::InvalidInput(format!("run document: {e}")));
+        }
+        VerifyTask::Backup {
+            backup_id,
+            application,
+        } => verify_backup_task(ctx, application, backup_id).await?,
+        VerifyTask::Deployment { run } => VerifyReport {
+            summary: run_checks(ctx, run).await?,
+            cause: None,
+        },
+        VerifyTask::Restore {
+            run,
+            backup_id,
+            failure,
+        } => verify_restore(ctx, run, backup_id, failure).await?,
+    };
+    serde_json::to_value(out).map_err(|e| Error::InvalidInput(e.to_string()))
+}
+
+async fn verify_backup_task(
+    ctx: &Context,
+    application: &str,
+    backup_id: &str,
+) -> Result<VerifyReport, Error> {
+    let manifest = read(ctx, application, backup_id).await?;
+    if manifest.state == BackupState::Failed {
+        return Err(Error::BackupNotUsable {
+            backup_id: backup_id.to_string(),
+            state: format!(
+                "failed: {}",
+                manifest.error.as_deref().unwrap_or("no reason recorded")
+            ),
+        });
+    }
+    let report = verify_databases(
+        &ctx.catalog,
+        &ctx.tools,
+        &manifest,
+        None,
+        DownloadTuning::default(),
+        &Quiet,
+    )
+    .await?;
+    let mut lines: Vec<String> = report
+        .databases
+        .iter()
+        .map(|d| format!("{}: {} bytes, SHA-256 matches", d.database, d.bytes))
+        .collect();
+    let now = OffsetDateTime::now_utc();
+    for entry in &manifest.instances {
+        let job = InstanceJob::of(backup_id, application, entry, manifest.started_at);
+        let status = poll_instance_backup(&ctx.ec2, &job, &PollPolicy::default(), now).await?;
+        if let JobStatus::Failed { reason } = status {
+            return Err(Error::InstanceBackupFailed {
+                backup_id: backup_id.to_string(),
+                instance_id: entry.instance_id.clone(),
+                reason,
+            });
+        }
+        lines.push(format!(
+            "{}: {} snapshot(s) {}",
+            entry.instance_id,
+            entry.volumes.len(),
+            match (entry.state, entry.mode) {
+                (BackupState::Completed, _) => "completed",
+                (_, InstanceBackupMode::Image) => "in a pending image",
+                _ => "started",
+            }
+        ));
+    }
+    Ok(VerifyReport {
+        summary: lines.join("; "),
+        cause: None,
+    })
+}
+
+/// Runs every check until each has passed `consecutive` times in a row over at least
+/// `bake_seconds`; the first failure is `VerificationFailed`.
+pub async fn run_checks(ctx: &Context, run: &RunDocument) -> Result<String, Error> {
+    let checks = &run.checks;
+    if checks.http.is_empty() && checks.sql.is_empty() {
+        return Ok("no checks configured".to_string());
+    }
+    let started = std::time::Instant::now();
+    let mut passes = 0;
+    loop {
+        check_round(ctx, run, checks).await?;
+        passes += 1;
+        if passes >= checks.consecutive && started.elapsed().as_secs() >= checks.bake_seconds {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(checks.interval_seconds)).await;
+    }
+    Ok(format!(
+        "{} HTTP and {} SQL check(s) passed {passes} time(s) in a row over {} s",
+        checks.http.len(),
+        checks.sql.len(),
+        started.elapsed().as_secs()
+    ))
+}
+
+async fn check_round(ctx: &Context, run: &RunDocument, checks: &Checks) -> Result<(), Error> {
+    for h in &checks.http {
+        let (status, body) = crate::http::get(&h.url, Duration::from_secs(10)).await?;
+        if status != h.expect_status {
+            return Err(Error::VerificationFailed(format!(
+                "GET {} answered {status}, expected {}",
+                h.url, h.expect_status
+            )));
+        }
+        if let Some(want) = &h.body_contains {
+            if !body.contains(want.as_str()) {
+                return Err(Error::VerificationFailed(format!(
+                    "GET {} answered {status} without {want:?} in its body",
+                    h.url
+                )));
+            }
+        }
+    }
+    for q in &checks.sql {
+        let target = sql_target(run, q.database.as_deref())?;
+        let db = ctx.database(target).await?;
+        let session = Session::connect(&db).await?;
+        let got = session
+            .query_first_text(&q.query)
+            .await
+            .map_err(|e| Error::VerificationFailed(format!("{} on {}: {e}", q.query, db.dbname)))?;
+        if got.as_deref() != Some(q.expect.as_str()) {
+            return Err(Error::VerificationFailed(format!(
+                "{} on {} gave {}, expected {:?}",
+                q.query,
+                db.dbname,
+                got.map(|g| format!("{g:?}"))
+                    .unwrap_or_else(|| "no value".to_string()),
+                q.expect
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The database target a SQL check names (by dbname), or the only one.
+fn sql_target<'r>(run: &'r RunDocument, name: Option<&str>) -> Result<&'r Target, Error> {
+    let dbs: Vec<&Target> = run
+        .targets
+        .iter()
+        .filter(|t| matches!(t, Target::Database { .. }))
+        .collect();
+    match name {
+        None if dbs.len() == 1 => Ok(dbs[0]),
+        None => Err(Error::InvalidInput(
+            "a SQL check must name its database when the run has several".to_string(),
+        )),
+        Some(n) => dbs
+            .into_iter()
+            .find(|t| match t {
+                Target::Database {
+                    dbname,
+                    url_env,
+                    secret_id,
+                    ..
+                } => [dbname, url_env, secret_id]
+                    .iter()
+                    .any(|v| v.as_deref() == Some(n)),
+                _ => false,
+            })
+            .ok_or_else(|| Error::InvalidInput(format!("no database target named {n}"))),
+    }
+}
+
+async fn verify_restore(
+    ctx: &Context,
+    run: &RunDocument,
+    backup_id: &str,
+    failure: &serde_json::Value,
+) -> Result<VerifyReport, Error> {
+    let manifest = read(ctx, &run.application, backup_id).await?;
+    let mut restored = Vec::new();
+    let mut instances_checked = false;
+    for t in &run.targets {
+        match t {
+            Target::Database { .. } => {
+                let db = ctx.database(t).await?;
+                let entry = manifest
+                    .databases
+                    .iter()
+                    .find(|d| d.database == db.dbname)
+                    .ok_or_else(|| Error::BackupNotUsable {
+                        backup_id: backup_id.to_string(),
+                        state: format!("holds no database {}", db.dbname),
+                    })?;
+                let session = Session::connect(&db).await?;
+                check_counts(
+                    &entry.tables,
+                    &session.row_counts().await?,
+                    &db.dbname,
+                    false,
+                )?;
+                restored.push(format!(
+                    "database {} ({} tables, row counts match the backup)",
+                    db.dbname,
+                    entry.tables.len()
+                ));
+            }
+            Target::Instance { .. } if !instances_checked => {
+                instances_checked = true;
+                for entry in &manifest.instances {
+                    let instance = ctx.ec2.instance(&entry.instance_id).await?;
+                    if instance.state != "running" {
+                        return Err(Error::VerificationFailed(format!(
+                            "instance {} is {} after the restore",
+                            entry.instance_id, instance.state
+                        )));
+                    }
+                    let attached: Vec<String> = instance.devices.values().cloned().collect();
+                    let volumes = ctx.ec2.volumes(&attached).await?;
+                    for v in &entry.volumes {
+                        let now = instance.devices.get(&v.device);
+                        let from = now.and_then(|id| {
+                            volumes
+                                .iter()
+                                .find(|x| x.volume_id() == Some(id.as_str()))
+                                .and_then(|x| x.snapshot_id())
+                        });
+                        if v.snapshot_id.is_some() && from != v.snapshot_id.as_deref() {
+                            return Err(Error::VerificationFailed(format!(
+                                "{} {} is not on a volume from snapshot {}",
+                                entry.instance_id,
+                                v.device,
+                                v.snapshot_id.as_deref().unwrap_or("?")
+                            )));
+                        }
+                    }
+                    restored.push(format!(
+                        "instance {} ({} volumes from the backup's snapshots, running)",
+                        entry.instance_id,
+                        entry.volumes.len()
+                    ));
+                }
+            }
+            Target::Instance { .. } => {}
+        }
+    }
+    let checks = run_checks(ctx, run).await?;
+    let original = |key: &str| failure.get(key).and_then(|v| v.as_str()).unwrap_or("");
+    let cause = serde_json::json!({
+        "error": original("Error"),
+        "cause": original("Cause"),
+        "backup_id": backup_id,
+        "restored": restored,
+        "checks_after_restore": checks,
+    });
+    Ok(VerifyReport {
+        summary: format!("restored: {}; {checks}", restored.join(", ")),
+        cause: Some(cause.to_string()),
+    })
+}
+
+/// The functions of the state machine, by name.
+pub const FUNCTIONS: [&str; 4] = ["start-backup", "poll-job", "restore", "verify"];
+
+/// Runs function `name` on a JSON payload: what each Lambda does, and what the local invoke
+/// router serves. A payload that is not the function's input is `InvalidInput`.
+pub async fn invoke(
+    ctx: &Context,
+    name: &str,
+    payload: serde_json::Value,
+) -> Result<serde_json::Value, Error> {
+    fn input<T: serde::de::DeserializeOwned>(
+        name: &str,
+        payload: serde_json::Value,
+    ) -> Result<T, Error> {
+        serde_json::from_value(payload)
+            .map_err(|e| Error::InvalidInput(format!("{name} input: {e}")))
+    }
+    fn output<T: Serialize>(value: T) -> Result<serde_json::Value, Error> {
+        serde_json::to_value(value).map_err(|e| Error::InvalidInput(e.to_string()))
+    }
+    match name {
+        "start-backup" => output(start_backup(ctx, &input(name, payload)?).await?),
+        "poll-job" => output(poll_job(ctx, &input(name, payload)?).await?),
+        "restore" => output(restore(ctx, &input(name, payload)?).await?),
+        "verify" => verify(ctx, &input(name, payload)?).await,
+        other => Err(Error::InvalidInput(format!(
+            "no function {other:?} (there are {})",
+            FUNCTIONS.join(", ")
+        ))),
+    }
+}
