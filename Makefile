@@ -1,6 +1,7 @@
 # Backstop's one task runner: the README and CI call these targets.
 #   make demo   installs what is missing, then runs a protected deploy on the local default
 #   make test   installs what is missing, then runs every test, linter and validator
+#   make validate  the SAM template and the state machine, offline (part of make test)
 #   make bench  the benchmarks (throughput ratios, peak RSS)
 
 SHELL := /bin/bash
@@ -11,7 +12,7 @@ VENV_STAMP := $(VENV)/.installed-$(shell sha256sum $(REQS) 2>/dev/null | cut -c1
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CARGO ?= cargo
 
-.PHONY: setup postgres venv build demo test lint unit bench clean
+.PHONY: setup postgres venv build sam-build validate demo test lint unit bench clean
 
 setup: postgres venv
 
@@ -24,7 +25,7 @@ postgres:
 			postgresql postgresql-contrib util-linux; \
 	fi
 
-# moto server and awscli, pinned, in .venv.
+# moto server, awscli and the SAM tools, pinned, in .venv.
 venv: $(VENV_STAMP)
 
 $(VENV_STAMP): $(REQS)
@@ -36,6 +37,21 @@ $(VENV_STAMP): $(REQS)
 build:
 	$(CARGO) build --bins --examples
 
+# The Lambda bundles: sam build runs cargo-lambda (release, --arm64, zig as the linker) in each
+# function's crate; .venv/bin on PATH is where cargo-lambda and zig are. Needs the
+# aarch64-unknown-linux-gnu Rust target (rustup target add aarch64-unknown-linux-gnu).
+sam-build: venv
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" SAM_CLI_TELEMETRY=0 $(VENV)/bin/sam build --template template.yaml
+
+# template.yaml and statemachine/protect.asl.json, offline and without credentials: with --lint,
+# sam validate runs cfn-lint in-process on the transformed template and calls no AWS API (the
+# basic check without --lint would create an IAM client, used only to resolve managed policy
+# names, which this template does not use); the region only selects cfn-lint's resource specs.
+validate: venv
+	AWS_DEFAULT_REGION=us-east-1 SAM_CLI_TELEMETRY=0 $(VENV)/bin/sam validate --lint --template template.yaml
+	$(VENV)/bin/cfn-lint template.yaml
+	$(VENV)/bin/statelint statemachine/protect.asl.json
+
 demo: setup
 	$(CARGO) build --bin backstop --example demo
 	$(CARGO) run -q --example demo
@@ -44,7 +60,7 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test: setup lint
+test: setup lint validate
 	$(CARGO) test --workspace --all-targets
 
 bench: setup
