@@ -1,0 +1,85 @@
+//! The sample events in `events/` are valid inputs of their functions (so `sam local invoke`
+//! and `cargo lambda invoke` get what the state machine sends), and a missing or malformed
+//! field is `InvalidInput` before anything is touched.
+
+use backstop_core::run::RunDocument;
+use backstop_core::tasks::{invoke, Context, JobReport, RestoreTask, TargetTask, VerifyTask};
+use serde_json::{json, Value};
+
+fn event(name: &str) -> Value {
+    let path = format!("{}/events/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[test]
+fn every_sample_event_is_a_valid_input_of_its_function() {
+    let t: TargetTask = serde_json::from_value(event("start-backup")).unwrap();
+    assert_eq!(t.application, "shop");
+    let j: JobReport = serde_json::from_value(event("poll-job")).unwrap();
+    assert_eq!(j.status, "PENDING");
+    let r: RestoreTask = serde_json::from_value(event("restore")).unwrap();
+    assert_eq!(r.restore_id, r.task.backup_id);
+    for mode in ["run", "backup", "deployment"] {
+        let v: VerifyTask = serde_json::from_value(event(&format!("verify-{mode}")))
+            .unwrap_or_else(|e| panic!("verify-{mode}: {e}"));
+        if let VerifyTask::Run { document } = v {
+            let doc = RunDocument::parse(document).unwrap();
+            assert_eq!(doc.checks.consecutive, 3);
+        }
+    }
+    let listed: Vec<String> = std::fs::read_dir(format!("{}/events", env!("CARGO_MANIFEST_DIR")))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    assert_eq!(
+        listed.len(),
+        6,
+        "a new event needs a check here: {listed:?}"
+    );
+}
+
+#[test]
+fn a_missing_or_malformed_field_is_invalid_input_and_calls_nothing() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // Every AWS call would go to a closed port and fail with another error.
+    let shared = rt.block_on(
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url("http://127.0.0.1:1")
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "x", "x", None, None, "t",
+            ))
+            .load(),
+    );
+    let ctx = Context::new(&shared, "backups", "backstop").unwrap();
+    let mut no_backup_id = event("start-backup");
+    no_backup_id.as_object_mut().unwrap().remove("backup_id");
+    let mut bad_target = event("restore");
+    bad_target["target"] = json!({"type": "disk"});
+    let mut bad_status = event("poll-job");
+    bad_status["next_wait_seconds"] = json!("soon");
+    for (function, payload) in [
+        ("start-backup", no_backup_id),
+        ("restore", bad_target),
+        ("poll-job", bad_status),
+        ("verify", json!({"mode": "everything"})),
+        (
+            "verify",
+            json!({"mode": "run", "document": {"application": "shop"}}),
+        ),
+        ("nothing", json!({})),
+    ] {
+        let err = rt
+            .block_on(invoke(&ctx, function, payload.clone()))
+            .unwrap_err();
+        assert_eq!(
+            err.error_type(),
+            "InvalidInput",
+            "{function} {payload}: {err}"
+        );
+    }
+    let missing = Context::new(&shared, "", "backstop").err().unwrap();
+    assert_eq!(missing.error_type(), "InvalidInput");
+}
