@@ -1,12 +1,18 @@
-//! `make demo`: one protected deploy of a sample application on the local default (moto server
-//! for S3, a throwaway PostgreSQL cluster), told as a short story: what was backed up, what the
-//! deploy broke, what the checks saw, what was restored, and the proof that the data is back,
-//! with each phase's duration. It drives the real `backstop` binary, as an operator would.
+//! `make demo`: one protected deploy of a sample application on the local default, told as a
+//! short story with each phase's duration. `backstop local` runs moto (S3, EC2 and a Step
+//! Functions engine executing the real `statemachine/protect.asl.json`) with Backstop's
+//! functions served on its Lambda port; a throwaway PostgreSQL holds the `shop` database and
+//! moto an instance for its application server. `backstop run` starts the execution: backup,
+//! a deploy whose migration is destructive and then fails, the restore, and `DeployFailed`.
+//! The demo then shows what the deploy broke (in the kept failed database) and the proof that
+//! the data is back. It drives the real `backstop` binary, as an operator would.
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
-use backstop_testbed::{Moto, PgCluster};
+use backstop_testbed::PgCluster;
+use serde_json::{json, Value};
 
 const SHOP: &str = include_str!("shop.sql");
 const MIGRATION: &str = include_str!("destructive-migration.sql");
@@ -32,25 +38,38 @@ impl Phase {
     }
 }
 
+/// `backstop local`, stopped (SIGTERM, which stops its moto) on drop.
 struct Local {
-    moto: Moto,
+    child: Child,
+    endpoint: String,
+    state_machine_arn: String,
     pg: PgCluster,
     backstop: std::path::PathBuf,
 }
 
-impl Local {
-    /// Runs `backstop ARGS` with the database URL in the environment, never in argv.
-    fn backstop(&self, args: &[&str], db: Option<&str>) -> Result<String> {
-        let mut cmd = Command::new(&self.backstop);
-        cmd.args(args)
-            .env("AWS_ENDPOINT_URL", &self.moto.endpoint)
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ACCESS_KEY_ID", "demo")
-            .env("AWS_SECRET_ACCESS_KEY", "demo")
-            .env("PG_BIN_DIR", self.pg.bin_dir());
-        if let Some(db) = db {
-            cmd.env("BACKSTOP_DATABASE_URL", self.pg.url(db));
+impl Drop for Local {
+    fn drop(&mut self) {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
         }
+        let _ = self.child.wait();
+    }
+}
+
+impl Local {
+    fn aws_env(&self, cmd: &mut Command) {
+        cmd.env("AWS_ENDPOINT_URL", &self.endpoint)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "demo")
+            .env("AWS_SECRET_ACCESS_KEY", "demo");
+    }
+
+    /// Runs `backstop ARGS`; its stdout.
+    fn backstop(&self, args: &[&str]) -> Result<String> {
+        let mut cmd = Command::new(&self.backstop);
+        cmd.args(args).env("PG_BIN_DIR", self.pg.bin_dir());
+        self.aws_env(&mut cmd);
         let out = cmd.output()?;
         if !out.status.success() {
             return Err(format!(
@@ -63,8 +82,25 @@ impl Local {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    fn sql(&self, sql: &str) -> Result<String> {
-        Ok(self.pg.psql("shop", sql)?)
+    /// Runs the AWS CLI of the dev venv; its text output.
+    fn aws(&self, args: &[&str]) -> Result<String> {
+        let mut cmd = Command::new(backstop_testbed::workspace_root().join(".venv/bin/aws"));
+        cmd.args(args).args(["--output", "text"]);
+        self.aws_env(&mut cmd);
+        let out = cmd.output()?;
+        if !out.status.success() {
+            return Err(format!(
+                "aws {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .into());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    fn sql_in(&self, db: &str, sql: &str) -> Result<String> {
+        Ok(self.pg.psql(db, sql)?)
     }
 
     /// Ordered-content checksum of every table of the sample schema.
@@ -72,12 +108,42 @@ impl Local {
         ["customers", "orders", "products"]
             .iter()
             .map(|t| {
-                let sum = self.sql(&format!(
-                    "SELECT md5(string_agg(x::text, '|' ORDER BY x::text)) FROM {t} x"
-                ))?;
+                let sum = self.sql_in(
+                    "shop",
+                    &format!("SELECT md5(string_agg(x::text, '|' ORDER BY x::text)) FROM {t} x"),
+                )?;
                 Ok((t.to_string(), sum))
             })
             .collect()
+    }
+
+    /// Each device of the instance, its volume and the snapshot the volume came from.
+    fn volumes(&self, instance: &str) -> Result<Vec<String>> {
+        let mapped = self.aws(&[
+            "ec2",
+            "describe-instances",
+            "--instance-ids",
+            instance,
+            "--query",
+            "Reservations[0].Instances[0].BlockDeviceMappings[].[DeviceName,Ebs.VolumeId]",
+        ])?;
+        let mut out = Vec::new();
+        for line in mapped.lines() {
+            let mut parts = line.split_whitespace();
+            let (Some(device), Some(volume)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            let snap = self.aws(&[
+                "ec2",
+                "describe-volumes",
+                "--volume-ids",
+                volume,
+                "--query",
+                "Volumes[0].SnapshotId",
+            ])?;
+            out.push(format!("{device} on {volume} (from snapshot {snap})"));
+        }
+        Ok(out)
     }
 }
 
@@ -97,10 +163,11 @@ const CHECKS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-fn run_checks(local: &Local) -> Result<usize> {
+/// Runs the checks against `db`, printing each; how many failed.
+fn run_checks(local: &Local, db: &str) -> Result<usize> {
     let mut failed = 0;
     for (what, query, expected) in CHECKS {
-        let got = local.sql(query)?;
+        let got = local.sql_in(db, query)?;
         let ok = got == *expected;
         if !ok {
             failed += 1;
@@ -123,130 +190,173 @@ fn run() -> Result<()> {
     if !backstop.exists() {
         return Err(format!("{} is not built (run `make demo`)", backstop.display()).into());
     }
-    println!("Backstop demo: a protected deploy of the `shop` application.");
+    println!("Backstop demo: a protected deploy of the `shop` application, v1.4.2 -> v1.5.0.");
 
-    let phase = Phase::start("Local default: moto server (S3) and a throwaway PostgreSQL cluster");
-    let moto = Moto::start()?;
-    let pg = PgCluster::start()?;
-    let local = Local { moto, pg, backstop };
-    println!(
-        "   S3 at {}, PostgreSQL on 127.0.0.1:{}",
-        local.moto.endpoint, local.pg.port
+    let phase = Phase::start(
+        "Local default: moto (S3, EC2, Step Functions running the real ASL) and PostgreSQL",
     );
-    local.pg.create_db("shop")?;
-    local.pg.psql_script("shop", SHOP)?;
-    let s3 = Command::new(backstop_testbed::workspace_root().join(".venv/bin/aws"))
-        .args([
-            "--endpoint-url",
-            &local.moto.endpoint,
-            "s3",
-            "mb",
-            "s3://shop-backups",
-        ])
-        .env("AWS_ACCESS_KEY_ID", "demo")
-        .env("AWS_SECRET_ACCESS_KEY", "demo")
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .output()?;
-    if !s3.status.success() {
-        return Err(format!(
-            "creating the bucket: {}",
-            String::from_utf8_lossy(&s3.stderr)
-        )
-        .into());
-    }
-    println!("   sample database `shop`: 500 customers, 200 products, 4000 orders");
+    let pg = PgCluster::start()?;
+    pg.create_db("shop")?;
+    pg.psql_script("shop", SHOP)?;
+    let migration = std::env::temp_dir().join(format!("backstop-demo-{}.sql", std::process::id()));
+    std::fs::write(&migration, MIGRATION)?;
+    // The deploy: v1.5.0's migration runs, then the deploy step fails.
+    let deploy = format!(
+        "cat >/dev/null; {}/psql -q -v ON_ERROR_STOP=1 \"$SHOP_DB_URL\" -f {} >/dev/null && \
+         echo 'v1.5.0 migration 0042 failed after dropping orders.note' >&2; exit 1",
+        pg.bin_dir().display(),
+        migration.display()
+    );
+    let mut child = Command::new(&backstop)
+        .args(["local", "--bucket", "shop-backups", "--function"])
+        .arg(format!("shop-deploy={deploy}"))
+        .env("SHOP_DB_URL", pg.url("shop"))
+        .env("PG_BIN_DIR", pg.bin_dir())
+        .env_remove("BACKSTOP_LOG")
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
+    let info: Value =
+        serde_json::from_str(&line).map_err(|e| format!("backstop local printed {line:?}: {e}"))?;
+    let local = Local {
+        child,
+        endpoint: info["endpoint"].as_str().unwrap_or_default().to_string(),
+        state_machine_arn: info["state_machine_arn"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        pg,
+        backstop,
+    };
+    let instance = local.aws(&[
+        "ec2",
+        "run-instances",
+        "--image-id",
+        "ami-03cf127a",
+        "--instance-type",
+        "t3.micro",
+        "--block-device-mappings",
+        r#"[{"DeviceName":"/dev/sda1","Ebs":{"VolumeSize":8}},{"DeviceName":"/dev/sdf","Ebs":{"VolumeSize":50}}]"#,
+        "--query",
+        "Instances[0].InstanceId",
+    ])?;
+    println!(
+        "   moto at {} (state machine backstop-protect)",
+        local.endpoint
+    );
+    println!(
+        "   PostgreSQL `shop` on 127.0.0.1:{}: 500 customers, 200 products, 4000 orders",
+        local.pg.port
+    );
+    println!("   EC2 instance {instance} (the app server): root /dev/sda1, data /dev/sdf");
+    let original = local.volumes(&instance)?;
     phase.done();
     let before = local.fingerprint()?;
 
-    let phase = Phase::start("Backup before deploying v1.5.0 (pg_dump streamed into S3)");
-    let id = local
-        .backstop(
-            &[
-                "db",
-                "backup",
-                "--bucket",
-                "shop-backups",
-                "--application",
-                "shop",
-                "--app-version",
-                "v1.4.2",
-            ],
-            Some("shop"),
-        )?
-        .trim()
-        .to_string();
-    let shown = local.backstop(
-        &[
-            "backups",
-            "show",
-            "--bucket",
-            "shop-backups",
-            "--backup-id",
-            &id,
+    let phase = Phase::start("The protected deploy (backstop run), state by state");
+    let checks: Vec<Value> = CHECKS
+        .iter()
+        .map(|(_, q, e)| json!({"query": q, "expect": e}))
+        .collect();
+    let doc = json!({
+        "application": "shop",
+        "version": {"commit": "v1.5.0"},
+        "targets": [
+            {"type": "database", "url_env": "SHOP_DB_URL"},
+            {"type": "instance", "instance_id": instance}
         ],
-        None,
-    )?;
-    for line in shown.lines() {
+        "deploy": {"type": "lambda", "function_name": "shop-deploy"},
+        "checks": {"sql": checks},
+        "policy": {"first_wait_seconds": 1, "max_wait_seconds": 5}
+    });
+    let run_file =
+        std::env::temp_dir().join(format!("backstop-demo-run-{}.json", std::process::id()));
+    std::fs::write(&run_file, serde_json::to_string_pretty(&doc)?)?;
+    let mut cmd = Command::new(&local.backstop);
+    cmd.args([
+        "run",
+        "--json",
+        "--state-machine-arn",
+        &local.state_machine_arn,
+        "--input",
+    ])
+    .arg(&run_file);
+    local.aws_env(&mut cmd);
+    let out = cmd.output()?;
+    let _ = std::fs::remove_file(&run_file);
+    let _ = std::fs::remove_file(&migration);
+    let outcome: Value = serde_json::Deserializer::from_slice(&out.stdout)
+        .into_iter::<Value>()
+        .next()
+        .ok_or("backstop run printed nothing")??;
+    for s in outcome["states"].as_array().into_iter().flatten() {
+        println!(
+            "   {:<20} {:>6.2} s",
+            s[0].as_str().unwrap_or("?"),
+            s[1].as_f64().unwrap_or(0.0)
+        );
+    }
+    let id = outcome["name"].as_str().unwrap_or_default().to_string();
+    println!(
+        "   execution {id}: {} with {}",
+        outcome["status"], outcome["error"]
+    );
+    phase.done();
+    if outcome["error"] != "DeployFailed" {
+        return Err(format!("expected DeployFailed: {outcome}").into());
+    }
+    let cause: Value = serde_json::from_str(outcome["cause"].as_str().unwrap_or("{}"))?;
+
+    let phase = Phase::start("What was backed up before the deploy");
+    let shown = local.backstop(&[
+        "backups",
+        "show",
+        "--bucket",
+        "shop-backups",
+        "--backup-id",
+        &id,
+    ])?;
+    for line in shown
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("table"))
+    {
         println!("   {line}");
     }
     phase.done();
 
-    let phase = Phase::start("Prove the backup: checksum re-read, archive listing, restore test");
-    let verified = local.backstop(
-        &[
-            "db",
-            "verify",
-            "--bucket",
-            "shop-backups",
-            "--backup-id",
-            &id,
-            "--restore-test",
-        ],
-        Some("postgres"),
-    )?;
-    print!("   {verified}");
-    phase.done();
-
-    let phase = Phase::start("Deploy v1.5.0: its migration is destructive");
+    let phase = Phase::start("What the deploy did, and how it failed");
     for line in MIGRATION
         .lines()
         .filter(|l| !l.starts_with("--") && !l.is_empty())
     {
         println!("   {line}");
     }
-    local.pg.psql_script("shop", MIGRATION)?;
+    println!(
+        "   then: {}: {}",
+        cause["error"].as_str().unwrap_or(""),
+        cause["cause"].as_str().unwrap_or("")
+    );
+    let kept = local.sql_in(
+        "postgres",
+        "SELECT datname FROM pg_database WHERE datname LIKE 'shop_failed_%' ORDER BY 1 DESC LIMIT 1",
+    )?;
+    println!("   the checks, run against the broken state (kept as database {kept}):");
+    let broken = run_checks(&local, &kept)?;
     phase.done();
 
-    let phase = Phase::start("Post-deploy checks");
-    let failed = run_checks(&local)?;
+    let phase = Phase::start("What was restored");
+    for r in cause["restored"].as_array().into_iter().flatten() {
+        println!("   {}", r.as_str().unwrap_or(""));
+    }
     println!(
-        "   {failed} of {} checks failed: the deploy is rolled back",
-        CHECKS.len()
+        "   checks after the restore: {}",
+        cause["checks_after_restore"].as_str().unwrap_or("")
     );
     phase.done();
-    if failed == 0 {
-        return Err("the destructive migration should have failed the checks".into());
-    }
 
-    let phase = Phase::start("Restore (swap: restore into a new database, keep the broken one)");
-    let restored = local.backstop(
-        &[
-            "db",
-            "restore",
-            "--bucket",
-            "shop-backups",
-            "--backup-id",
-            &id,
-        ],
-        Some("shop"),
-    )?;
-    for line in restored.lines() {
-        println!("   {line}");
-    }
-    phase.done();
-
-    let phase = Phase::start("Proof that the data is back");
-    let failed = run_checks(&local)?;
+    let phase = Phase::start("Proof that the data and the volumes are back");
+    let failed = run_checks(&local, "shop")?;
     let after = local.fingerprint()?;
     for ((table, was), (_, now)) in before.iter().zip(&after) {
         println!(
@@ -258,10 +368,21 @@ fn run() -> Result<()> {
             }
         );
     }
+    println!("   instance {instance} before the deploy:");
+    for v in &original {
+        println!("     {v}");
+    }
+    println!("   after the restore (each from the backup's snapshot; the old volumes are kept):");
+    for v in local.volumes(&instance)? {
+        println!("     {v}");
+    }
     phase.done();
-    if failed > 0 || before != after {
+    if broken == 0 || failed > 0 || before != after {
         return Err("the restored data differs from the pre-deploy data".into());
     }
-    println!("\nThe deploy failed its checks and `shop` is back to its pre-deploy state; the broken state is kept for forensics.");
+    println!(
+        "\nThe deploy broke `shop`; Backstop put the database and the instance back, kept the \
+         broken state, and failed the run with DeployFailed."
+    );
     Ok(())
 }
