@@ -4,11 +4,17 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use aws_sdk_ec2::config::{Credentials, Region};
-use aws_sdk_ec2::types::{BlockDeviceMapping, EbsBlockDevice, InstanceType};
+use aws_sdk_ec2::types::{BlockDeviceMapping, EbsBlockDevice, Filter, InstanceType};
 use common::{Bed, Run, DESTRUCTIVE_MIGRATION, SHOP_SCHEMA};
 use serde_json::{json, Value};
 
@@ -85,6 +91,64 @@ impl Local {
             .behavior_version_latest()
             .build();
         aws_sdk_ec2::Client::from_conf(conf)
+    }
+
+    fn sfn(&self, rt: &tokio::runtime::Runtime) -> aws_sdk_sfn::Client {
+        let _guard = rt.enter();
+        let conf = aws_sdk_sfn::Config::builder()
+            .endpoint_url(self.endpoint())
+            .region(aws_sdk_sfn::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_sfn::config::Credentials::new(
+                "testing", "testing", None, None, "test",
+            ))
+            .behavior_version_latest()
+            .build();
+        aws_sdk_sfn::Client::from_conf(conf)
+    }
+
+    fn state_machine_arn(&self) -> &str {
+        self.info["state_machine_arn"].as_str().unwrap()
+    }
+
+    /// Every state the execution entered, in order (Map iterations included), from its
+    /// history: unlike the outcome's `states`, this also names states that failed.
+    fn entered(&self, rt: &tokio::runtime::Runtime, execution_arn: &str) -> Vec<String> {
+        let sfn = self.sfn(rt);
+        let mut names = Vec::new();
+        let mut token = None;
+        loop {
+            let page = rt
+                .block_on(
+                    sfn.get_execution_history()
+                        .execution_arn(execution_arn)
+                        .set_next_token(token)
+                        .max_results(1000)
+                        .send(),
+                )
+                .unwrap();
+            names.extend(
+                page.events()
+                    .iter()
+                    .filter_map(|e| e.state_entered_event_details())
+                    .map(|d| d.name().to_string()),
+            );
+            token = page.next_token().map(str::to_string);
+            if token.is_none() {
+                return names;
+            }
+        }
+    }
+
+    /// Every key in the local bucket.
+    fn keys(&self, rt: &tokio::runtime::Runtime) -> Vec<String> {
+        let s3 = common::s3_client(&self.endpoint());
+        let out = rt
+            .block_on(s3.list_objects_v2().bucket("backstop-local").send())
+            .unwrap();
+        out.contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_string))
+            .collect()
     }
 
     fn manifest(&self, id: &str) -> Value {
@@ -170,6 +234,135 @@ fn devices(
         .collect()
 }
 
+/// The names in the outcome's `states`: every state left, in order.
+fn exited(outcome: &Value) -> Vec<&str> {
+    outcome["states"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s[0].as_str().unwrap())
+        .collect()
+}
+
+/// The outcome's cause, which the Fail states carry as JSON.
+fn cause_of(outcome: &Value) -> Value {
+    let text = outcome["cause"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no cause: {outcome}"));
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("cause is not JSON ({e}): {text}"))
+}
+
+/// A temporary file removed on drop.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(what: &str) -> TempFile {
+        TempFile(std::env::temp_dir().join(format!(
+            "backstop-{what}-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        )))
+    }
+
+    fn path(&self) -> String {
+        self.0.display().to_string()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A tiny HTTP server on 127.0.0.1 answering every request with `status` and a short body;
+/// counts the requests; stopped (and its thread joined) on drop.
+struct Answering {
+    addr: SocketAddr,
+    hits: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Answering {
+    fn start(status: &'static str) -> Answering {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (h, s) = (hits.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if s.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(mut conn) = conn else { continue };
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                h.fetch_add(1, Ordering::SeqCst);
+                let body = "release 1.5.0 is broken";
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
+                     Connection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        Answering {
+            addr,
+            hits,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/health", self.addr)
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The statement a deploy stand-in runs: a new order, so a restore is visible.
+const NEW_ORDER: &str =
+    "INSERT INTO orders (customer_id, product_id, qty, note) VALUES (1, 1, 1, 'placed by v1.5.0')";
+
+/// A shell command running `sql` on `$SHOP_DB_URL` with the bed's psql.
+fn psql_on_shop(bed: &Bed, sql: &str) -> String {
+    format!(
+        "{}/psql -q -v ON_ERROR_STOP=1 \"$SHOP_DB_URL\" -c \"{sql}\" >/dev/null",
+        bed.pg.bin_dir().display()
+    )
+}
+
+/// A deploy stand-in that places a new order and succeeds.
+fn deploy_placing_an_order(bed: &Bed) -> String {
+    format!(
+        "cat > /dev/null; {} && echo '{{\"deployed\": \"v1.5.0\"}}'",
+        psql_on_shop(bed, NEW_ORDER)
+    )
+}
+
 fn shop_bed() -> Bed {
     let bed = Bed::start();
     bed.pg.create_db("shop").unwrap();
@@ -213,12 +406,7 @@ fn happy_path_backs_up_deploys_checks_and_succeeds() {
     let (run, outcome) = local.run(&run_document(&local, &id, "shop-deploy", orders.trim()));
     assert!(run.ok, "{}", run.all());
     assert_eq!(outcome["status"], "SUCCEEDED", "{outcome}");
-    let states: Vec<&str> = outcome["states"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s[0].as_str().unwrap())
-        .collect();
+    let states = exited(&outcome);
     for s in [
         "Prepare",
         "BackupTargets",
@@ -307,5 +495,387 @@ fn destructive_failed_deploy_is_restored_and_fails_with_deploy_failed() {
             .block_on(ec2.describe_volumes().volume_ids(old_volume).send())
             .unwrap();
         assert_eq!(kept.volumes().len(), 1, "the replaced volume is kept");
+    }
+}
+
+/// The top-level states of the protect state machine that come after the backup.
+const AFTER_BACKUP: [&str; 10] = [
+    "VerifyBackup",
+    "ChooseDeploy",
+    "DeployLambda",
+    "DeployCodeBuild",
+    "VerifyDeploy",
+    "Protected",
+    "RestoreTargets",
+    "VerifyRestore",
+    "DeployFailed",
+    "RestoreFailed",
+];
+
+#[test]
+fn http_check_still_failing_after_the_restore_fails_with_restore_failed() {
+    let bed = shop_bed();
+    let before = bed.table_checksums("shop");
+    let orders = bed.pg.psql("shop", "SELECT count(*) FROM orders").unwrap();
+    let health = Answering::start("500 Internal Server Error");
+    let local = Local::start(
+        &bed,
+        &[("SHOP_DB_URL", bed.pg.url("shop"))],
+        &[("shop-deploy", deploy_placing_an_order(&bed))],
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ec2 = local.ec2(&rt);
+    let id = instance(&rt, &ec2);
+    let mut doc = run_document(&local, &id, "shop-deploy", orders.trim());
+    doc["checks"]["http"] = json!([{"url": health.url(), "expect_status": 200}]);
+    let (run, outcome) = local.run(&doc);
+    assert!(!run.ok, "{}", run.all());
+    assert_eq!(outcome["status"], "FAILED", "{outcome}");
+    assert_eq!(outcome["error"], "RestoreFailed", "{outcome}");
+    // The cause is the check that still fails after the restore, with what was restored
+    // and the deploy's own failure.
+    let cause = cause_of(&outcome);
+    assert_eq!(cause["errorType"], "VerificationFailed", "{cause}");
+    let message = cause["errorMessage"].as_str().unwrap();
+    for want in [
+        format!("GET {} answered 500, expected 200", health.url()),
+        "still after the restore".to_string(),
+        "database shop".to_string(),
+        id.clone(),
+        "the deploy failed with VerificationFailed".to_string(),
+    ] {
+        assert!(message.contains(&want), "{want:?} not in {message}");
+    }
+    let entered = local.entered(&rt, outcome["execution_arn"].as_str().unwrap());
+    for s in [
+        "DeployLambda",
+        "VerifyDeploy",
+        "RestoreTargets",
+        "VerifyRestore",
+    ] {
+        assert!(
+            entered.iter().any(|e| e == s),
+            "{s} not entered: {entered:?}"
+        );
+    }
+    assert!(
+        health.hits() >= 2,
+        "checked after the deploy and after the restore"
+    );
+    // The restore itself ran: the order the deploy placed is gone.
+    assert_eq!(bed.table_checksums("shop"), before);
+}
+
+#[test]
+fn sql_check_failing_after_the_deploy_is_restored_and_fails_with_deploy_failed() {
+    let bed = shop_bed();
+    let before = bed.table_checksums("shop");
+    let orders = bed.pg.psql("shop", "SELECT count(*) FROM orders").unwrap();
+    let local = Local::start(
+        &bed,
+        &[("SHOP_DB_URL", bed.pg.url("shop"))],
+        &[("shop-deploy", deploy_placing_an_order(&bed))],
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ec2 = local.ec2(&rt);
+    let id = instance(&rt, &ec2);
+    let (run, outcome) = local.run(&run_document(&local, &id, "shop-deploy", orders.trim()));
+    assert!(!run.ok, "{}", run.all());
+    assert_eq!(outcome["status"], "FAILED", "{outcome}");
+    assert_eq!(outcome["error"], "DeployFailed", "{outcome}");
+    // The cause names the check that failed after the deploy, and what the restore did.
+    let cause = cause_of(&outcome);
+    assert_eq!(cause["error"], "VerificationFailed", "{cause}");
+    let original: Value = serde_json::from_str(cause["cause"].as_str().unwrap()).unwrap();
+    assert_eq!(original["errorType"], "VerificationFailed", "{original}");
+    let count: u64 = orders.trim().parse().unwrap();
+    let want = format!(
+        "SELECT count(*) FROM orders on shop gave \"{}\", expected \"{count}\"",
+        count + 1
+    );
+    assert!(
+        original["errorMessage"].as_str().unwrap().contains(&want),
+        "{original}"
+    );
+    assert_eq!(cause["backup_id"], outcome["name"]);
+    let restored = cause["restored"].to_string();
+    assert!(restored.contains("database shop"), "{restored}");
+    assert!(restored.contains(&id), "{restored}");
+    assert!(
+        cause["checks_after_restore"]
+            .as_str()
+            .unwrap()
+            .contains("1 SQL check(s) passed"),
+        "{cause}"
+    );
+    let entered = local.entered(&rt, outcome["execution_arn"].as_str().unwrap());
+    for s in [
+        "DeployLambda",
+        "VerifyDeploy",
+        "RestoreTargets",
+        "VerifyRestore",
+    ] {
+        assert!(
+            entered.iter().any(|e| e == s),
+            "{s} not entered: {entered:?}"
+        );
+    }
+    assert_eq!(bed.table_checksums("shop"), before);
+}
+
+#[test]
+fn unreachable_database_fails_the_backup_and_never_deploys() {
+    let bed = shop_bed();
+    let marker = TempFile::new("deployed");
+    let local = Local::start(
+        &bed,
+        &[("SHOP_DB_URL", bed.pg.url("no_such_db"))],
+        &[(
+            "shop-deploy",
+            format!("cat > /dev/null; touch {}; echo '{{}}'", marker.path()),
+        )],
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ec2 = local.ec2(&rt);
+    let id = instance(&rt, &ec2);
+    let (run, outcome) = local.run(&run_document(&local, &id, "shop-deploy", "4000"));
+    assert!(!run.ok, "{}", run.all());
+    assert_eq!(outcome["status"], "FAILED", "{outcome}");
+    assert_eq!(outcome["error"], "BackupFailed", "{outcome}");
+    let cause = cause_of(&outcome);
+    assert_eq!(cause["errorType"], "DatabaseError", "{cause}");
+    assert!(
+        cause["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("\"no_such_db\" does not exist"),
+        "{cause}"
+    );
+    assert!(!marker.0.exists(), "the deploy ran");
+    let entered = local.entered(&rt, outcome["execution_arn"].as_str().unwrap());
+    let backup = entered.iter().position(|s| s == "BackupTargets").unwrap();
+    assert_eq!(entered.last().map(String::as_str), Some("BackupFailed"));
+    for s in &entered[backup..] {
+        assert!(!AFTER_BACKUP.contains(&s.as_str()), "{s} ran: {entered:?}");
+    }
+}
+
+#[test]
+fn corrupted_backup_fails_the_restore_and_leaves_the_database_as_the_deploy_left_it() {
+    let bed = shop_bed();
+    // What the deploy leaves: the same order placed in a copy taken now.
+    bed.pg
+        .psql("postgres", "CREATE DATABASE shop_expected TEMPLATE shop")
+        .unwrap();
+    bed.pg.psql("shop_expected", NEW_ORDER).unwrap();
+    let expected = bed.table_checksums("shop_expected");
+    assert_ne!(expected, bed.table_checksums("shop"));
+    let orders = bed.pg.psql("shop", "SELECT count(*) FROM orders").unwrap();
+    // The deploy places the order, flips 16 bytes in the middle of the backup's dump (same
+    // size, so only the SHA-256 can tell) and fails. The script is written once the endpoint
+    // is known.
+    let script = TempFile::new("deploy.sh");
+    let local = Local::start(
+        &bed,
+        &[("SHOP_DB_URL", bed.pg.url("shop"))],
+        &[("shop-deploy", format!("sh {}", script.path()))],
+    );
+    let aws = format!(
+        "{}/.venv/bin/aws --endpoint-url {} --region us-east-1",
+        env!("CARGO_MANIFEST_DIR"),
+        local.endpoint()
+    );
+    std::fs::write(
+        &script.0,
+        format!(
+            r#"set -e
+id=$(python3 -c 'import json, sys; print(json.load(sys.stdin)["backup_id"])')
+{psql}
+export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
+key="s3://backstop-local/backstop/shop/$id/db/shop.dump"
+tmp=$(mktemp)
+{aws} s3 cp --quiet "$key" "$tmp"
+python3 -c 'import sys; p = sys.argv[1]; b = bytearray(open(p, "rb").read()); m = len(b) // 2; b[m:m + 16] = bytes(x ^ 0xFF for x in b[m:m + 16]); open(p, "wb").write(b)' "$tmp"
+{aws} s3 cp --quiet "$tmp" "$key"
+rm -f "$tmp"
+echo 'release 1.5.0 failed to start' >&2
+exit 1
+"#,
+            psql = psql_on_shop(&bed, NEW_ORDER),
+        ),
+    )
+    .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ec2 = local.ec2(&rt);
+    let id = instance(&rt, &ec2);
+    let (run, outcome) = local.run(&run_document(&local, &id, "shop-deploy", orders.trim()));
+    assert!(!run.ok, "{}", run.all());
+    assert_eq!(outcome["status"], "FAILED", "{outcome}");
+    assert_eq!(outcome["error"], "RestoreFailed", "{outcome}");
+    // The restore stopped on the dump's SHA-256 (its size still matched).
+    let cause = cause_of(&outcome);
+    assert_eq!(cause["errorType"], "ChecksumMismatch", "{cause}");
+    let dump = format!(
+        "s3://backstop-local/backstop/shop/{}/db/shop.dump has SHA-256",
+        outcome["name"].as_str().unwrap()
+    );
+    assert!(
+        cause["errorMessage"].as_str().unwrap().contains(&dump),
+        "{cause}"
+    );
+    let entered = local.entered(&rt, outcome["execution_arn"].as_str().unwrap());
+    for s in ["VerifyBackup", "DeployLambda", "RestoreTargets", "Restore"] {
+        assert!(
+            entered.iter().any(|e| e == s),
+            "{s} not entered: {entered:?}"
+        );
+    }
+    assert!(!entered.iter().any(|e| e == "VerifyRestore"), "{entered:?}");
+    // The live database is exactly what the deploy left; no swap happened and the scratch
+    // restore database is gone.
+    assert_eq!(bed.table_checksums("shop"), expected);
+    let dbs = bed.databases();
+    assert!(
+        !dbs.iter()
+            .any(|d| d.starts_with("shop_failed_") || d.starts_with("shop_restore_")),
+        "{dbs:?}"
+    );
+}
+
+#[test]
+fn two_databases_and_two_instances_go_through_the_map() {
+    let bed = shop_bed();
+    bed.pg.create_db("stock").unwrap();
+    bed.pg.psql_script("stock", SHOP_SCHEMA).unwrap();
+    let orders = bed.pg.psql("shop", "SELECT count(*) FROM orders").unwrap();
+    let local = Local::start(
+        &bed,
+        &[
+            ("SHOP_DB_URL", bed.pg.url("shop")),
+            ("STOCK_DB_URL", bed.pg.url("stock")),
+        ],
+        &[(
+            "shop-deploy",
+            "cat > /dev/null; echo '{\"deployed\": \"v1.5.0\"}'".to_string(),
+        )],
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ec2 = local.ec2(&rt);
+    let ids = [instance(&rt, &ec2), instance(&rt, &ec2)];
+    let mut doc = run_document(&local, &ids[0], "shop-deploy", orders.trim());
+    doc["targets"] = json!([
+        {"type": "database", "url_env": "SHOP_DB_URL"},
+        {"type": "database", "url_env": "STOCK_DB_URL"},
+        {"type": "instance", "instance_id": ids[0]},
+        {"type": "instance", "instance_id": ids[1]}
+    ]);
+    doc["checks"]["sql"][0]["database"] = json!("shop");
+    let (run, outcome) = local.run(&doc);
+    assert!(run.ok, "{}", run.all());
+    assert_eq!(outcome["status"], "SUCCEEDED", "{outcome}");
+    let states = exited(&outcome);
+    assert_eq!(
+        states.iter().filter(|s| **s == "StartBackup").count(),
+        4,
+        "{states:?}"
+    );
+    assert!(!states.contains(&"RestoreTargets"), "{states:?}");
+    let manifest = local.manifest(outcome["name"].as_str().unwrap());
+    assert_eq!(manifest["state"], "completed", "{manifest}");
+    let names = |list: &str, field: &str| {
+        let mut v: Vec<String> = manifest[list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d[field].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names("databases", "database"), ["shop", "stock"]);
+    let mut want = ids.to_vec();
+    want.sort();
+    assert_eq!(names("instances", "instance_id"), want);
+}
+
+#[test]
+fn bad_run_documents_are_invalid_input_and_touch_nothing() {
+    let bed = shop_bed();
+    let local = Local::start(&bed, &[("SHOP_DB_URL", bed.pg.url("shop"))], &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ec2 = local.ec2(&rt);
+    let id = instance(&rt, &ec2);
+    let sfn = local.sfn(&rt);
+
+    // `backstop run` refuses a document without targets before starting anything.
+    let mut doc = run_document(&local, &id, "shop-deploy", "4000");
+    doc.as_object_mut().unwrap().remove("targets");
+    let (run, error) = local.run(&doc);
+    assert!(!run.ok, "{}", run.all());
+    assert_eq!(error["error"]["type"], "InvalidInput", "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("targets"),
+        "{error}"
+    );
+    let listed = rt
+        .block_on(
+            sfn.list_executions()
+                .state_machine_arn(local.state_machine_arn())
+                .send(),
+        )
+        .unwrap();
+    assert!(listed.executions().is_empty(), "{listed:?}");
+
+    // An execution started directly with a malformed document ends in the Fail state.
+    let mut doc = run_document(&local, &id, "shop-deploy", "4000");
+    doc["targets"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "disk", "disk_id": "d-1"}));
+    let started = rt
+        .block_on(
+            sfn.start_execution()
+                .state_machine_arn(local.state_machine_arn())
+                .name("malformed")
+                .input(doc.to_string())
+                .send(),
+        )
+        .unwrap();
+    let arn = started.execution_arn();
+    let described = loop {
+        let d = rt
+            .block_on(sfn.describe_execution().execution_arn(arn).send())
+            .unwrap();
+        if d.status().as_str() != "RUNNING" {
+            break d;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(described.status().as_str(), "FAILED", "{described:?}");
+    assert_eq!(described.error(), Some("InvalidInput"), "{described:?}");
+    let cause: Value = serde_json::from_str(described.cause().unwrap()).unwrap();
+    assert_eq!(cause["errorType"], "InvalidInput", "{cause}");
+    assert!(
+        cause["errorMessage"].as_str().unwrap().contains("disk"),
+        "{cause}"
+    );
+    assert_eq!(
+        local.entered(&rt, arn),
+        ["Prepare", "InvalidRunDocument"],
+        "only the document was read"
+    );
+    assert!(local.keys(&rt).is_empty(), "{:?}", local.keys(&rt));
+    for (device, volume, _) in devices(&rt, &ec2, &id) {
+        let snapshots = rt
+            .block_on(
+                ec2.describe_snapshots()
+                    .filters(Filter::builder().name("volume-id").values(&volume).build())
+                    .send(),
+            )
+            .unwrap();
+        assert!(snapshots.snapshots().is_empty(), "{device}: {snapshots:?}");
     }
 }

@@ -654,7 +654,7 @@ async fn check_round(ctx: &Context, run: &RunDocument, checks: &Checks) -> Resul
         }
     }
     for q in &checks.sql {
-        let target = sql_target(run, q.database.as_deref())?;
+        let target = sql_target(ctx, run, q.database.as_deref()).await?;
         let db = ctx.database(target).await?;
         let session = Session::connect(&db).await?;
         let got = session
@@ -675,33 +675,46 @@ async fn check_round(ctx: &Context, run: &RunDocument, checks: &Checks) -> Resul
     Ok(())
 }
 
-/// The database target a SQL check names (by dbname), or the only one.
-fn sql_target<'r>(run: &'r RunDocument, name: Option<&str>) -> Result<&'r Target, Error> {
+/// The database target a SQL check names, or the only one. The name is the target's
+/// `dbname`, `url_env` or `secret_id` as written, or else the name of the database it
+/// resolves to (the one in the URL or the secret).
+async fn sql_target<'r>(
+    ctx: &Context,
+    run: &'r RunDocument,
+    name: Option<&str>,
+) -> Result<&'r Target, Error> {
     let dbs: Vec<&Target> = run
         .targets
         .iter()
         .filter(|t| matches!(t, Target::Database { .. }))
         .collect();
-    match name {
-        None if dbs.len() == 1 => Ok(dbs[0]),
-        None => Err(Error::InvalidInput(
-            "a SQL check must name its database when the run has several".to_string(),
-        )),
-        Some(n) => dbs
-            .into_iter()
-            .find(|t| match t {
-                Target::Database {
-                    dbname,
-                    url_env,
-                    secret_id,
-                    ..
-                } => [dbname, url_env, secret_id]
-                    .iter()
-                    .any(|v| v.as_deref() == Some(n)),
-                _ => false,
-            })
-            .ok_or_else(|| Error::InvalidInput(format!("no database target named {n}"))),
+    let Some(n) = name else {
+        return match dbs.as_slice() {
+            [only] => Ok(only),
+            _ => Err(Error::InvalidInput(
+                "a SQL check must name its database when the run has several".to_string(),
+            )),
+        };
+    };
+    let declared = dbs.iter().find(|t| match t {
+        Target::Database {
+            dbname,
+            url_env,
+            secret_id,
+        } => [dbname, url_env, secret_id]
+            .iter()
+            .any(|v| v.as_deref() == Some(n)),
+        _ => false,
+    });
+    if let Some(t) = declared {
+        return Ok(t);
     }
+    for t in dbs {
+        if ctx.database(t).await?.dbname == n {
+            return Ok(t);
+        }
+    }
+    Err(Error::InvalidInput(format!("no database target named {n}")))
 }
 
 async fn verify_restore(
@@ -777,8 +790,22 @@ async fn verify_restore(
             Target::Instance { .. } => {}
         }
     }
-    let checks = run_checks(ctx, run).await?;
     let original = |key: &str| failure.get(key).and_then(|v| v.as_str()).unwrap_or("");
+    // Checks that still fail once every target is back mean the restore did not bring the
+    // service back: the execution fails with RestoreFailed, whose cause is this error alone,
+    // so it says what was restored and why the restore ran.
+    let checks = run_checks(ctx, run).await.map_err(|e| match e {
+        Error::VerificationFailed(m) => {
+            let why: String = original("Cause").chars().take(2000).collect();
+            Error::VerificationFailed(format!(
+                "{m}, still after the restore ({}); the restore ran because the deploy \
+                 failed with {}: {why}",
+                restored.join(", "),
+                original("Error"),
+            ))
+        }
+        other => other,
+    })?;
     let cause = serde_json::json!({
         "error": original("Error"),
         "cause": original("Cause"),
