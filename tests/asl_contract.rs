@@ -322,6 +322,13 @@ fn every_path_the_asl_reads_exists_on_the_rust_types_it_flows_through() {
         &exec,
         "DeployFailed",
     );
+    // A failed backup is recorded in its manifest before the execution fails.
+    let mut backup_failed = s1.clone();
+    backup_failed["failure"] = json!({"Error": "DumpFailed", "Cause": "pg_dump: …"});
+    let recorded: VerifyTask =
+        serde_json::from_value(payload("RecordBackupFailure", &backup_failed, &exec)).unwrap();
+    assert!(matches!(recorded, VerifyTask::BackupFailed { .. }));
+    assert_eq!(state("RecordBackupFailure")["Next"], "BackupFailed");
     // Every Fail state's cause path is one the Catch that leads there fills.
     for (name, result_path) in [
         ("BackupFailed", "failure"),

@@ -652,9 +652,23 @@ fn unreachable_database_fails_the_backup_and_never_deploys() {
         "{cause}"
     );
     assert!(!marker.0.exists(), "the deploy ran");
+    // The instance's part finished, but the backup as a whole is recorded as failed.
+    let manifest = local.manifest(outcome["name"].as_str().unwrap());
+    assert_eq!(manifest["state"], "failed", "{manifest}");
+    assert!(
+        manifest["error"]
+            .as_str()
+            .unwrap()
+            .contains("DatabaseError"),
+        "{manifest}"
+    );
     let entered = local.entered(&rt, outcome["execution_arn"].as_str().unwrap());
     let backup = entered.iter().position(|s| s == "BackupTargets").unwrap();
     assert_eq!(entered.last().map(String::as_str), Some("BackupFailed"));
+    assert!(
+        entered.iter().any(|s| s == "RecordBackupFailure"),
+        "{entered:?}"
+    );
     for s in &entered[backup..] {
         assert!(!AFTER_BACKUP.contains(&s.as_str()), "{s} ran: {entered:?}");
     }

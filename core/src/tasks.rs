@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::backup::{backup_database, BackupRequest};
-use crate::catalog::{BackupState, Catalog, InstanceBackupMode, Manifest, DEFAULT_PREFIX};
+use crate::catalog::{
+    BackupState, Catalog, InstanceBackupMode, Manifest, Purpose, DEFAULT_PREFIX, MANIFEST_FORMAT,
+};
 use crate::dbconfig::DbTarget;
 use crate::download::DownloadTuning;
 use crate::ec2::Ec2;
@@ -506,6 +508,14 @@ pub enum VerifyTask {
         backup_id: String,
         application: String,
     },
+    /// The backup failed: record it in the manifest (when one was written), so that the parts
+    /// that did finish are never taken for a good backup. Returns the failure's cause.
+    BackupFailed {
+        backup_id: String,
+        application: String,
+        #[serde(default)]
+        failure: serde_json::Value,
+    },
     /// The deployment checks.
     Deployment { run: RunDocument },
     /// After a restore: databases hold the manifest's row counts, instances run on volumes
@@ -540,6 +550,11 @@ pub async fn verify(ctx: &Context, task: &VerifyTask) -> Result<serde_json::Valu
             backup_id,
             application,
         } => verify_backup_task(ctx, application, backup_id).await?,
+        VerifyTask::BackupFailed {
+            backup_id,
+            application,
+            failure,
+        } => record_backup_failure(ctx, application, backup_id, failure).await?,
         VerifyTask::Deployment { run } => VerifyReport {
             summary: run_checks(ctx, run).await?,
             cause: None,
@@ -551,6 +566,48 @@ pub async fn verify(ctx: &Context, task: &VerifyTask) -> Result<serde_json::Valu
         } => verify_restore(ctx, run, backup_id, failure).await?,
     };
     serde_json::to_value(out).map_err(|e| Error::InvalidInput(e.to_string()))
+}
+
+async fn record_backup_failure(
+    ctx: &Context,
+    application: &str,
+    backup_id: &str,
+    failure: &serde_json::Value,
+) -> Result<VerifyReport, Error> {
+    let text = |key: &str| failure.get(key).and_then(|v| v.as_str()).unwrap_or("");
+    let reason: String = format!("{}: {}", text("Error"), text("Cause"))
+        .chars()
+        .take(2000)
+        .collect();
+    // Written even when no part wrote a manifest yet: a part still finishing merges into a
+    // failed manifest and cannot make it look good.
+    ctx.catalog
+        .update_manifest(application, backup_id, |current| {
+            let now = OffsetDateTime::now_utc();
+            let mut m = current.unwrap_or_else(|| Manifest {
+                format_version: MANIFEST_FORMAT,
+                backup_id: backup_id.to_string(),
+                application: application.to_string(),
+                app_version: None,
+                purpose: Purpose::Backup,
+                state: BackupState::Failed,
+                started_at: now,
+                finished_at: now,
+                databases: Vec::new(),
+                instances: Vec::new(),
+                error: None,
+            });
+            m.state = BackupState::Failed;
+            m.error.get_or_insert_with(|| reason.clone());
+            m.finished_at = now;
+            Ok(m)
+        })
+        .await?;
+    let summary = format!("backup {backup_id} marked failed");
+    Ok(VerifyReport {
+        summary,
+        cause: Some(reason),
+    })
 }
 
 async fn verify_backup_task(
