@@ -383,6 +383,17 @@ impl Catalog {
         })
     }
 
+    /// The manifest of a backup of a known application; `BackupNotFound` when there is none.
+    pub async fn manifest(&self, application: &str, backup_id: &str) -> Result<Manifest, Error> {
+        self.read_manifest(application, backup_id)
+            .await?
+            .ok_or_else(|| Error::BackupNotFound {
+                bucket: self.store.bucket().to_string(),
+                prefix: self.prefix.clone(),
+                backup_id: backup_id.to_string(),
+            })
+    }
+
     /// The manifest of a backup of a known application, if it exists.
     pub async fn read_manifest(
         &self,

@@ -618,14 +618,7 @@ pub async fn record_outcome(
     status: &JobStatus,
     now: OffsetDateTime,
 ) -> Result<Manifest, Error> {
-    let manifest = catalog
-        .read_manifest(&job.application, &job.backup_id)
-        .await?
-        .ok_or_else(|| Error::BackupNotFound {
-            bucket: catalog.store.bucket().to_string(),
-            prefix: catalog.prefix.clone(),
-            backup_id: job.backup_id.clone(),
-        })?;
+    let manifest = catalog.manifest(&job.application, &job.backup_id).await?;
     let mut entry = manifest.instance(&job.instance_id)?.clone();
     if entry.state != BackupState::Pending {
         return Ok(manifest);

@@ -92,6 +92,20 @@ pub struct RestoreStep {
     pub replace_root_task_id: Option<String>,
 }
 
+impl RestoreStep {
+    fn start(instance_id: &str, restore_id: &str) -> Self {
+        RestoreStep {
+            instance_id: instance_id.to_string(),
+            restore_id: restore_id.to_string(),
+            done: false,
+            phase: String::new(),
+            actions: Vec::new(),
+            volumes: Vec::new(),
+            replace_root_task_id: None,
+        }
+    }
+}
+
 /// Checks what a restore may start from: a completed backup of an instance that still exists.
 fn check_restorable(r: &InstanceRestore<'_>) -> Result<(), Error> {
     check_segment("restore id", r.restore_id)?;
@@ -123,15 +137,7 @@ async fn swap_step(
     instance: &InstanceView,
 ) -> Result<RestoreStep, Error> {
     let id = &instance.instance_id;
-    let mut step = RestoreStep {
-        instance_id: id.clone(),
-        restore_id: r.restore_id.to_string(),
-        done: false,
-        phase: String::new(),
-        actions: Vec::new(),
-        volumes: Vec::new(),
-        replace_root_task_id: None,
-    };
+    let mut step = RestoreStep::start(id, r.restore_id);
     let mut wanted = Vec::new();
     for v in &r.entry.volumes {
         let Some(snapshot) = &v.snapshot_id else {
@@ -393,15 +399,7 @@ async fn replace_root_step(
     instance: &InstanceView,
 ) -> Result<RestoreStep, Error> {
     let id = &instance.instance_id;
-    let mut step = RestoreStep {
-        instance_id: id.clone(),
-        restore_id: r.restore_id.to_string(),
-        done: false,
-        phase: String::new(),
-        actions: Vec::new(),
-        volumes: Vec::new(),
-        replace_root_task_id: None,
-    };
+    let mut step = RestoreStep::start(id, r.restore_id);
     let filter = Filter::builder().name("instance-id").values(id).build();
     let out = ec2
         .call("DescribeReplaceRootVolumeTasks", |c| {

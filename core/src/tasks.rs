@@ -333,13 +333,8 @@ pub async fn restore(ctx: &Context, input: &RestoreTask) -> Result<JobReport, Er
     let task = &input.task;
     let manifest = ctx
         .catalog
-        .read_manifest(&task.application, &task.backup_id)
-        .await?
-        .ok_or_else(|| Error::BackupNotFound {
-            bucket: ctx.catalog.store.bucket().to_string(),
-            prefix: ctx.catalog.prefix.clone(),
-            backup_id: task.backup_id.clone(),
-        })?;
+        .manifest(&task.application, &task.backup_id)
+        .await?;
     match &task.target {
         Target::Instance {
             instance_id,
@@ -425,7 +420,7 @@ async fn advance_restore(ctx: &Context, job: Job) -> Result<JobReport, Error> {
     };
     let now = OffsetDateTime::now_utc();
     let elapsed: Duration = (now - *started_at).try_into().unwrap_or(Duration::ZERO);
-    let mut manifest = read(ctx, application, backup_id).await?;
+    let mut manifest = ctx.catalog.manifest(application, backup_id).await?;
     let mut phases = Vec::new();
     let mut acted = false;
     let mut done = 0;
@@ -483,17 +478,6 @@ async fn advance_restore(ctx: &Context, job: Job) -> Result<JobReport, Error> {
         progress: (done * 100 / instance_ids.len().max(1)) as u8,
         detail: phases.join("; "),
     })
-}
-
-async fn read(ctx: &Context, application: &str, backup_id: &str) -> Result<Manifest, Error> {
-    ctx.catalog
-        .read_manifest(application, backup_id)
-        .await?
-        .ok_or_else(|| Error::BackupNotFound {
-            bucket: ctx.catalog.store.bucket().to_string(),
-            prefix: ctx.catalog.prefix.clone(),
-            backup_id: backup_id.to_string(),
-        })
 }
 
 /// The input of verify, by mode.
@@ -615,7 +599,7 @@ async fn verify_backup_task(
     application: &str,
     backup_id: &str,
 ) -> Result<VerifyReport, Error> {
-    let manifest = read(ctx, application, backup_id).await?;
+    let manifest = ctx.catalog.manifest(application, backup_id).await?;
     if manifest.state == BackupState::Failed {
         return Err(Error::BackupNotUsable {
             backup_id: backup_id.to_string(),
@@ -780,7 +764,7 @@ async fn verify_restore(
     backup_id: &str,
     failure: &serde_json::Value,
 ) -> Result<VerifyReport, Error> {
-    let manifest = read(ctx, &run.application, backup_id).await?;
+    let manifest = ctx.catalog.manifest(&run.application, backup_id).await?;
     let mut restored = Vec::new();
     let mut instances_checked = false;
     for t in &run.targets {
