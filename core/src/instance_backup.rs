@@ -725,6 +725,70 @@ async fn discard(ec2: &Ec2, job: &InstanceJob) {
     }
 }
 
+/// One poll of a backup's jobs.
+pub struct PollRound<'j> {
+    /// The jobs still pending, each with its progress and what it waits on.
+    pub pending: Vec<(&'j InstanceJob, u8, String)>,
+    /// How many jobs completed in this round.
+    pub completed: usize,
+    /// The shortest suggested wait of the pending jobs (the policy's longest when none is).
+    pub wait_seconds: u64,
+    /// The manifest after the last recorded outcome, when this round recorded one.
+    pub manifest: Option<Manifest>,
+}
+
+/// Polls every job once and records each finished job's outcome in the manifest. A failed
+/// or timed-out job is `InstanceBackupFailed` / `TimedOut`, returned once every finished
+/// job of the round is recorded.
+pub async fn poll_round<'j>(
+    ec2: &Ec2,
+    catalog: &Catalog,
+    jobs: &[&'j InstanceJob],
+    policy: &PollPolicy,
+    now: OffsetDateTime,
+) -> Result<PollRound<'j>, Error> {
+    let mut round = PollRound {
+        pending: Vec::new(),
+        completed: 0,
+        wait_seconds: policy.max_wait_seconds,
+        manifest: None,
+    };
+    let mut failure = None;
+    for &job in jobs {
+        let status = poll_instance_backup(ec2, job, policy, now).await?;
+        match &status {
+            JobStatus::Pending {
+                progress,
+                next_wait_seconds,
+                detail,
+            } => {
+                round.wait_seconds = round.wait_seconds.min(*next_wait_seconds);
+                round.pending.push((job, *progress, detail.clone()));
+                continue;
+            }
+            JobStatus::Completed => round.completed += 1,
+            JobStatus::Failed { reason } => {
+                failure.get_or_insert(Error::InstanceBackupFailed {
+                    backup_id: job.backup_id.clone(),
+                    instance_id: job.instance_id.clone(),
+                    reason: reason.clone(),
+                });
+            }
+            JobStatus::TimedOut { waited_seconds } => {
+                failure.get_or_insert(Error::TimedOut {
+                    operation: format!("backup of {}", job.instance_id),
+                    seconds: *waited_seconds,
+                });
+            }
+        }
+        round.manifest = Some(record_outcome(ec2, catalog, job, &status, now).await?);
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(round),
+    }
+}
+
 /// Polls every job until each one has finished, recording each outcome in the manifest and
 /// sleeping the suggested wait in between. Fails with `InstanceBackupFailed` or `TimedOut`
 /// (the manifest already says `failed`) unless every instance completed.
@@ -737,57 +801,28 @@ pub async fn wait_for_backup(
 ) -> Result<Manifest, Error> {
     let mut open: Vec<&InstanceJob> = jobs.iter().collect();
     let mut manifest = None;
-    let mut failure = None;
     progress.start("snapshots", None);
     while !open.is_empty() {
-        let now = OffsetDateTime::now_utc();
-        let mut wait = policy.max_wait_seconds;
-        let mut notes = Vec::new();
-        let mut still = Vec::new();
-        for job in open {
-            let status = poll_instance_backup(ec2, job, policy, now).await?;
-            match &status {
-                JobStatus::Pending {
-                    progress,
-                    next_wait_seconds,
-                    detail,
-                } => {
-                    wait = wait.min(*next_wait_seconds);
-                    notes.push(format!("{}: {progress}% ({detail})", job.instance_id));
-                    still.push(job);
-                    continue;
-                }
-                JobStatus::Completed => {}
-                JobStatus::Failed { reason } => {
-                    failure.get_or_insert(Error::InstanceBackupFailed {
-                        backup_id: job.backup_id.clone(),
-                        instance_id: job.instance_id.clone(),
-                        reason: reason.clone(),
-                    });
-                }
-                JobStatus::TimedOut { waited_seconds } => {
-                    failure.get_or_insert(Error::TimedOut {
-                        operation: format!("backup of {}", job.instance_id),
-                        seconds: *waited_seconds,
-                    });
-                }
+        let round = poll_round(ec2, catalog, &open, policy, OffsetDateTime::now_utc()).await;
+        let round = match round {
+            Ok(r) => r,
+            Err(e) => {
+                progress.finish();
+                return Err(e);
             }
-            manifest = Some(record_outcome(ec2, catalog, job, &status, now).await?);
-        }
-        open = still;
+        };
+        manifest = round.manifest.or(manifest);
+        open = round.pending.iter().map(|(job, _, _)| *job).collect();
         if !open.is_empty() {
+            let notes: Vec<String> = round
+                .pending
+                .iter()
+                .map(|(job, p, detail)| format!("{}: {p}% ({detail})", job.instance_id))
+                .collect();
             progress.note(&notes.join(", "));
-            tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+            tokio::time::sleep(std::time::Duration::from_secs(round.wait_seconds)).await;
         }
     }
     progress.finish();
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    match manifest {
-        Some(m) => Ok(m),
-        None => Err(Error::InvalidInput(
-            "no instance jobs to wait for".to_string(),
-        )),
-    }
+    manifest.ok_or_else(|| Error::InvalidInput("no instance jobs to wait for".to_string()))
 }

@@ -18,8 +18,8 @@ use crate::download::DownloadTuning;
 use crate::ec2::Ec2;
 use crate::error::Error;
 use crate::instance_backup::{
-    poll_instance_backup, record_outcome, record_started, resolve_targets, start_instance_backup,
-    InstanceBackupRequest, InstanceJob,
+    poll_instance_backup, poll_round, record_outcome, record_started, resolve_targets,
+    start_instance_backup, InstanceBackupRequest, InstanceJob,
 };
 use crate::instance_restore::{restore_instance_step, InstanceRestore, InstanceRestoreMode};
 use crate::pg::{check_counts, PgTools, Session};
@@ -259,44 +259,27 @@ async fn poll_backup(ctx: &Context, job: Job) -> Result<JobReport, Error> {
             "not an instance backup job".to_string(),
         ));
     };
-    let now = OffsetDateTime::now_utc();
-    let mut wait = poll.max_wait_seconds;
-    let mut progress = Vec::new();
-    let mut pending = Vec::new();
-    for j in jobs {
-        let status = poll_instance_backup(&ctx.ec2, j, poll, now).await?;
-        match &status {
-            JobStatus::Pending {
-                progress: p,
-                next_wait_seconds,
-                ..
-            } => {
-                wait = wait.min(*next_wait_seconds);
-                progress.push(u32::from(*p));
-                pending.push(j.instance_id.clone());
-                continue;
-            }
-            JobStatus::Completed => progress.push(100),
-            JobStatus::Failed { .. } | JobStatus::TimedOut { .. } => {}
-        }
-        record_outcome(&ctx.ec2, &ctx.catalog, j, &status, now).await?;
-        match status {
-            JobStatus::Failed { reason } => {
-                return Err(Error::InstanceBackupFailed {
-                    backup_id: j.backup_id.clone(),
-                    instance_id: j.instance_id.clone(),
-                    reason,
-                })
-            }
-            JobStatus::TimedOut { waited_seconds } => {
-                return Err(Error::TimedOut {
-                    operation: format!("backup of {}", j.instance_id),
-                    seconds: waited_seconds,
-                })
-            }
-            _ => {}
-        }
-    }
+    let refs: Vec<&InstanceJob> = jobs.iter().collect();
+    let round = poll_round(
+        &ctx.ec2,
+        &ctx.catalog,
+        &refs,
+        poll,
+        OffsetDateTime::now_utc(),
+    )
+    .await?;
+    let progress: Vec<u32> = round
+        .pending
+        .iter()
+        .map(|(_, p, _)| u32::from(*p))
+        .chain(std::iter::repeat_n(100, round.completed))
+        .collect();
+    let pending: Vec<String> = round
+        .pending
+        .iter()
+        .map(|(job, _, _)| job.instance_id.clone())
+        .collect();
+    let wait = round.wait_seconds;
     let mean = progress.iter().sum::<u32>() / progress.len().max(1) as u32;
     if pending.is_empty() {
         return Ok(completed(
