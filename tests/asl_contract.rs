@@ -11,7 +11,9 @@ use backstop_core::catalog::InstanceBackupMode;
 use backstop_core::instance_backup::InstanceJob;
 use backstop_core::poll::PollPolicy;
 use backstop_core::run::{RunDocument, WaitFor};
-use backstop_core::tasks::{Job, JobReport, RestoreTask, TargetTask, VerifyReport, VerifyTask};
+use backstop_core::tasks::{
+    Job, JobReport, RestoreTask, TargetRestore, TargetTask, VerifyReport, VerifyTask,
+};
 use backstop_core::Error;
 
 const ASL: &str = include_str!("../statemachine/protect.asl.json");
@@ -308,8 +310,49 @@ fn every_path_the_asl_reads_exists_on_the_rust_types_it_flows_through() {
         let t: RestoreTask = serde_json::from_value(p).expect("restore reads a restore task");
         assert_eq!(t.restore_id, "20261125T150000Z-0badc0de");
     });
+    // Each iteration ends in RestoreDone or, caught, in RestoreTargetFailed; the Map puts
+    // their outputs at $.restores, which verify reads as typed per-target outcomes.
+    let done = eval(
+        &state("RestoreDone")["Parameters"],
+        &job_report("COMPLETED"),
+        &exec,
+        "RestoreDone",
+    );
+    for task in ["Restore", "RestorePoll"] {
+        let catch = &state(task)["Catch"][0];
+        assert_eq!(catch["Next"], "RestoreTargetFailed", "{task}");
+        assert_eq!(catch["ResultPath"], "$.failure", "{task}");
+    }
+    let caught = json!({"failure": {"Error": "ChecksumMismatch",
+        "Cause": "{\"errorType\":\"ChecksumMismatch\",\"errorMessage\":\"bad\"}"}});
+    let target_failed = eval(
+        &state("RestoreTargetFailed")["Parameters"],
+        &caught,
+        &exec,
+        "RestoreTargetFailed",
+    );
+    let failed = after(
+        "RestoreTargets",
+        &failed,
+        json!([done, target_failed]),
+        &exec,
+    );
     let vr: VerifyTask = serde_json::from_value(payload("VerifyRestore", &failed, &exec)).unwrap();
-    assert!(matches!(vr, VerifyTask::Restore { .. }));
+    let VerifyTask::Restore { restores, .. } = vr else {
+        panic!("VerifyRestore sends mode restore")
+    };
+    assert_eq!(
+        restores,
+        [
+            TargetRestore::Completed {
+                detail: "0 of 1 snapshots completed".to_string()
+            },
+            TargetRestore::Failed {
+                error: "ChecksumMismatch".to_string(),
+                cause: "{\"errorType\":\"ChecksumMismatch\",\"errorMessage\":\"bad\"}".to_string()
+            }
+        ]
+    );
     let restored = serde_json::to_value(VerifyReport {
         summary: "restored".to_string(),
         cause: Some("{}".to_string()),

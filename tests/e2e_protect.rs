@@ -675,7 +675,7 @@ fn unreachable_database_fails_the_backup_and_never_deploys() {
 }
 
 #[test]
-fn corrupted_backup_fails_the_restore_and_leaves_the_database_as_the_deploy_left_it() {
+fn corrupted_backup_fails_its_database_restore_while_the_instance_is_still_restored() {
     let bed = shop_bed();
     // What the deploy leaves: the same order placed in a copy taken now.
     bed.pg
@@ -722,29 +722,62 @@ exit 1
     let rt = tokio::runtime::Runtime::new().unwrap();
     let ec2 = local.ec2(&rt);
     let id = instance(&rt, &ec2);
+    let original = devices(&rt, &ec2, &id);
     let (run, outcome) = local.run(&run_document(&local, &id, "shop-deploy", orders.trim()));
     assert!(!run.ok, "{}", run.all());
     assert_eq!(outcome["status"], "FAILED", "{outcome}");
     assert_eq!(outcome["error"], "RestoreFailed", "{outcome}");
-    // The restore stopped on the dump's SHA-256 (its size still matched).
+    // The database's restore stopped on the dump's SHA-256 (its size still matched); the
+    // instance, its sibling in the restore Map, was restored all the same, and the cause
+    // names both.
     let cause = cause_of(&outcome);
-    assert_eq!(cause["errorType"], "ChecksumMismatch", "{cause}");
+    assert_eq!(cause["errorType"], "RestoreIncomplete", "{cause}");
+    let message = cause["errorMessage"].as_str().unwrap();
     let dump = format!(
-        "s3://backstop-local/backstop/shop/{}/db/shop.dump has SHA-256",
+        "database SHOP_DB_URL was not restored (ChecksumMismatch: \
+         s3://backstop-local/backstop/shop/{}/db/shop.dump has SHA-256",
         outcome["name"].as_str().unwrap()
     );
+    assert!(message.contains(&dump), "{message}");
     assert!(
-        cause["errorMessage"].as_str().unwrap().contains(&dump),
-        "{cause}"
+        message.contains(&format!(
+            "restored: instance {id} (2 volumes from the backup's snapshots, running)"
+        )),
+        "{message}"
+    );
+    assert!(
+        message.contains("the deploy failed with CommandFailed"),
+        "{message}"
     );
     let entered = local.entered(&rt, outcome["execution_arn"].as_str().unwrap());
-    for s in ["VerifyBackup", "DeployLambda", "RestoreTargets", "Restore"] {
+    for s in [
+        "VerifyBackup",
+        "DeployLambda",
+        "RestoreTargets",
+        "Restore",
+        "RestoreTargetFailed",
+        "VerifyRestore",
+    ] {
         assert!(
             entered.iter().any(|e| e == s),
             "{s} not entered: {entered:?}"
         );
     }
-    assert!(!entered.iter().any(|e| e == "VerifyRestore"), "{entered:?}");
+    let manifest = local.manifest(outcome["name"].as_str().unwrap());
+    for (device, old_volume, _) in &original {
+        let now = devices(&rt, &ec2, &id);
+        let (_, new_volume, from) = now.iter().find(|(d, _, _)| d == device).unwrap();
+        assert_ne!(new_volume, old_volume, "{device} swapped back");
+        let want = manifest["instances"][0]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["device"] == device.as_str())
+            .unwrap()["snapshot_id"]
+            .as_str()
+            .map(str::to_string);
+        assert_eq!(from, &want, "{device}");
+    }
     // The live database is exactly what the deploy left; no swap happened and the scratch
     // restore database is gone.
     assert_eq!(bed.table_checksums("shop"), expected);

@@ -97,6 +97,10 @@ pub enum Error {
     /// The swap of databases stopped half-way; the message says exactly what state is left.
     #[error("database swap incomplete: {0}")]
     SwapIncomplete(String),
+    /// Some targets of a protected deploy could not be restored; the message names each of
+    /// them with its error, and what was restored.
+    #[error("the restore is incomplete: {0}")]
+    RestoreIncomplete(String),
     /// The operation ran past its deadline and was stopped.
     #[error("{operation} timed out after {seconds} s")]
     TimedOut { operation: String, seconds: u64 },
@@ -177,6 +181,7 @@ impl Error {
             Error::RowCountMismatch { .. } => "RowCountMismatch",
             Error::IncompatibleServerVersion { .. } => "IncompatibleServerVersion",
             Error::SwapIncomplete(_) => "SwapIncomplete",
+            Error::RestoreIncomplete(_) => "RestoreIncomplete",
             Error::TimedOut { .. } => "TimedOut",
             Error::Cancelled(_) => "Cancelled",
             Error::Ec2 { .. } => "Ec2Error",
@@ -212,6 +217,7 @@ impl Error {
         "RowCountMismatch",
         "IncompatibleServerVersion",
         "SwapIncomplete",
+        "RestoreIncomplete",
         "TimedOut",
         "Cancelled",
         "Ec2Error",

@@ -325,18 +325,7 @@ pub async fn restore(ctx: &Context, input: &RestoreTask) -> Result<JobReport, Er
             restore_mode,
             ..
         } => {
-            let instance_ids = match instance_id {
-                Some(id) => vec![id.clone()],
-                None => {
-                    let tags: Vec<(String, String)> =
-                        tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-                    resolve_targets(&ctx.ec2, &[], &tags)
-                        .await?
-                        .into_iter()
-                        .map(|i| i.instance_id)
-                        .collect()
-                }
-            };
+            let instance_ids = instance_ids(ctx, instance_id, tags).await?;
             for id in &instance_ids {
                 manifest.instance(id)?;
             }
@@ -382,6 +371,23 @@ pub async fn restore(ctx: &Context, input: &RestoreTask) -> Result<JobReport, Er
             ))
         }
     }
+}
+
+/// The instances an instance target names: its id, or every instance its tags match now.
+async fn instance_ids(
+    ctx: &Context,
+    instance_id: &Option<String>,
+    tags: &std::collections::BTreeMap<String, String>,
+) -> Result<Vec<String>, Error> {
+    if let Some(id) = instance_id {
+        return Ok(vec![id.clone()]);
+    }
+    let tags: Vec<(String, String)> = tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    Ok(resolve_targets(&ctx.ec2, &[], &tags)
+        .await?
+        .into_iter()
+        .map(|i| i.instance_id)
+        .collect())
 }
 
 /// One step of every instance's restore; an instance whose snapshots were only started
@@ -493,7 +499,41 @@ pub enum VerifyTask {
         backup_id: String,
         #[serde(default)]
         failure: serde_json::Value,
+        /// What each iteration of the restore Map reported, in the order of `run.targets`.
+        #[serde(default)]
+        restores: Vec<TargetRestore>,
     },
+}
+
+/// What one iteration of the restore Map reports: its target put back, or the error that
+/// stopped it. One target's failure does not stop the others; verify (mode `restore`) sees
+/// them all.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TargetRestore {
+    Completed {
+        detail: String,
+    },
+    /// `error` and `cause` as Step Functions caught them (`cause` is the function's
+    /// `{errorType, errorMessage}` JSON).
+    Failed {
+        error: String,
+        cause: String,
+    },
+}
+
+impl TargetRestore {
+    /// `Error: message` of a failed restore, the message taken out of the cause's JSON.
+    fn failure(&self) -> Option<String> {
+        let TargetRestore::Failed { error, cause } = self else {
+            return None;
+        };
+        let message = serde_json::from_str::<serde_json::Value>(cause)
+            .ok()
+            .and_then(|v| v.get("errorMessage")?.as_str().map(str::to_string))
+            .unwrap_or_else(|| cause.clone());
+        Some(format!("{error}: {message}"))
+    }
 }
 
 /// verify's answer.
@@ -530,7 +570,8 @@ pub async fn verify(ctx: &Context, task: &VerifyTask) -> Result<serde_json::Valu
             run,
             backup_id,
             failure,
-        } => verify_restore(ctx, run, backup_id, failure).await?,
+            restores,
+        } => verify_restore(ctx, run, backup_id, failure, restores).await?,
     };
     serde_json::to_value(out).map_err(|e| Error::InvalidInput(e.to_string()))
 }
@@ -746,88 +787,50 @@ async fn verify_restore(
     run: &RunDocument,
     backup_id: &str,
     failure: &serde_json::Value,
+    restores: &[TargetRestore],
 ) -> Result<VerifyReport, Error> {
     let manifest = ctx.catalog.manifest(&run.application, backup_id).await?;
+    let original = |key: &str| failure.get(key).and_then(|v| v.as_str()).unwrap_or("");
+    let why = format!(
+        "the restore ran because the deploy failed with {}: {}",
+        original("Error"),
+        original("Cause").chars().take(2000).collect::<String>()
+    );
     let mut restored = Vec::new();
-    let mut instances_checked = false;
-    for t in &run.targets {
-        match t {
-            Target::Database { .. } => {
-                let db = ctx.database(t).await?;
-                let entry = manifest
-                    .databases
-                    .iter()
-                    .find(|d| d.database == db.dbname)
-                    .ok_or_else(|| Error::BackupNotUsable {
-                        backup_id: backup_id.to_string(),
-                        state: format!("holds no database {}", db.dbname),
-                    })?;
-                let session = Session::connect(&db).await?;
-                check_counts(
-                    &entry.tables,
-                    &session.row_counts().await?,
-                    &db.dbname,
-                    false,
-                )?;
-                restored.push(format!(
-                    "database {} ({} tables, row counts match the backup)",
-                    db.dbname,
-                    entry.tables.len()
-                ));
-            }
-            Target::Instance { .. } if !instances_checked => {
-                instances_checked = true;
-                for entry in &manifest.instances {
-                    let instance = ctx.ec2.instance(&entry.instance_id).await?;
-                    if instance.state != "running" {
-                        return Err(Error::VerificationFailed(format!(
-                            "instance {} is {} after the restore",
-                            entry.instance_id, instance.state
-                        )));
-                    }
-                    let attached: Vec<String> = instance.devices.values().cloned().collect();
-                    let volumes = ctx.ec2.volumes(&attached).await?;
-                    for v in &entry.volumes {
-                        let now = instance.devices.get(&v.device);
-                        let from = now.and_then(|id| {
-                            volumes
-                                .iter()
-                                .find(|x| x.volume_id() == Some(id.as_str()))
-                                .and_then(|x| x.snapshot_id())
-                        });
-                        if v.snapshot_id.is_some() && from != v.snapshot_id.as_deref() {
-                            return Err(Error::VerificationFailed(format!(
-                                "{} {} is not on a volume from snapshot {}",
-                                entry.instance_id,
-                                v.device,
-                                v.snapshot_id.as_deref().unwrap_or("?")
-                            )));
-                        }
-                    }
-                    restored.push(format!(
-                        "instance {} ({} volumes from the backup's snapshots, running)",
-                        entry.instance_id,
-                        entry.volumes.len()
-                    ));
-                }
-            }
-            Target::Instance { .. } => {}
+    let mut not_restored = Vec::new();
+    for (i, t) in run.targets.iter().enumerate() {
+        if let Some(f) = restores.get(i).and_then(TargetRestore::failure) {
+            not_restored.push(format!("{} was not restored ({f})", t.label()));
+            continue;
+        }
+        match verify_restored_target(ctx, &manifest, t).await {
+            Ok(lines) => restored.extend(lines),
+            Err(e @ Error::Throttled { .. }) => return Err(e),
+            Err(e) => not_restored.push(format!(
+                "{} does not match the backup after its restore ({})",
+                t.label(),
+                crate::error::Named(&e)
+            )),
         }
     }
-    let original = |key: &str| failure.get(key).and_then(|v| v.as_str()).unwrap_or("");
+    let restored_text = if restored.is_empty() {
+        "nothing".to_string()
+    } else {
+        restored.join(", ")
+    };
+    if !not_restored.is_empty() {
+        return Err(Error::RestoreIncomplete(format!(
+            "{}; restored: {restored_text}; {why}",
+            not_restored.join("; ")
+        )));
+    }
     // Checks that still fail once every target is back mean the restore did not bring the
     // service back: the execution fails with RestoreFailed, whose cause is this error alone,
     // so it says what was restored and why the restore ran.
     let checks = run_checks(ctx, run).await.map_err(|e| match e {
-        Error::VerificationFailed(m) => {
-            let why: String = original("Cause").chars().take(2000).collect();
-            Error::VerificationFailed(format!(
-                "{m}, still after the restore ({}); the restore ran because the deploy \
-                 failed with {}: {why}",
-                restored.join(", "),
-                original("Error"),
-            ))
-        }
+        Error::VerificationFailed(m) => Error::VerificationFailed(format!(
+            "{m}, still after the restore ({restored_text}); {why}"
+        )),
         other => other,
     })?;
     let cause = serde_json::json!({
@@ -838,9 +841,81 @@ async fn verify_restore(
         "checks_after_restore": checks,
     });
     Ok(VerifyReport {
-        summary: format!("restored: {}; {checks}", restored.join(", ")),
+        summary: format!("restored: {restored_text}; {checks}"),
         cause: Some(cause.to_string()),
     })
+}
+
+/// Checks one restored target against the manifest: a database holds the backup's row
+/// counts; each instance runs, every backed-up device on a volume made from its snapshot.
+async fn verify_restored_target(
+    ctx: &Context,
+    manifest: &Manifest,
+    target: &Target,
+) -> Result<Vec<String>, Error> {
+    match target {
+        Target::Database { .. } => {
+            let db = ctx.database(target).await?;
+            let entry = manifest
+                .databases
+                .iter()
+                .find(|d| d.database == db.dbname)
+                .ok_or_else(|| Error::BackupNotUsable {
+                    backup_id: manifest.backup_id.clone(),
+                    state: format!("holds no database {}", db.dbname),
+                })?;
+            let session = Session::connect(&db).await?;
+            check_counts(
+                &entry.tables,
+                &session.row_counts().await?,
+                &db.dbname,
+                false,
+            )?;
+            Ok(vec![format!(
+                "database {} ({} tables, row counts match the backup)",
+                db.dbname,
+                entry.tables.len()
+            )])
+        }
+        Target::Instance {
+            instance_id, tags, ..
+        } => {
+            let mut lines = Vec::new();
+            for id in instance_ids(ctx, instance_id, tags).await? {
+                let entry = manifest.instance(&id)?;
+                let instance = ctx.ec2.instance(&id).await?;
+                if instance.state != "running" {
+                    return Err(Error::VerificationFailed(format!(
+                        "instance {id} is {} after the restore",
+                        instance.state
+                    )));
+                }
+                let attached: Vec<String> = instance.devices.values().cloned().collect();
+                let volumes = ctx.ec2.volumes(&attached).await?;
+                for v in &entry.volumes {
+                    let now = instance.devices.get(&v.device);
+                    let from = now.and_then(|vid| {
+                        volumes
+                            .iter()
+                            .find(|x| x.volume_id() == Some(vid.as_str()))
+                            .and_then(|x| x.snapshot_id())
+                    });
+                    if v.snapshot_id.is_some() && from != v.snapshot_id.as_deref() {
+                        return Err(Error::VerificationFailed(format!(
+                            "{id} {} is not on a volume from snapshot {}",
+                            v.device,
+                            v.snapshot_id.as_deref().unwrap_or("?")
+                        )));
+                    }
+                }
+                lines.push(format!(
+                    "instance {id} ({} volumes from the backup's snapshots, running)",
+                    entry.volumes.len()
+                ));
+            }
+            Ok(lines)
+        }
+    }
 }
 
 /// The functions of the state machine, by name.
