@@ -605,7 +605,7 @@ fn sql_check_failing_after_the_deploy_is_restored_and_fails_with_deploy_failed()
         cause["checks_after_restore"]
             .as_str()
             .unwrap()
-            .contains("1 SQL check(s) passed"),
+            .contains("1 SQL and 0 alarm check(s) passed"),
         "{cause}"
     );
     let entered = local.entered(&rt, outcome["execution_arn"].as_str().unwrap());

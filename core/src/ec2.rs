@@ -65,6 +65,44 @@ fn is_throttling(code: Option<&str>) -> bool {
     )
 }
 
+/// Runs one AWS call (any service), retrying it with jittered doubling while AWS throttles
+/// it; then `Throttled`. Any other failure is mapped by `error`.
+pub async fn retry_throttled<T, E, R, F, Fut>(
+    retry: &Retry,
+    operation: &str,
+    mut f: F,
+    error: impl Fn(&SdkError<E, R>) -> Error,
+) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, SdkError<E, R>>>,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    let mut delay = retry.first_delay;
+    let attempts = retry.attempts.max(1);
+    for attempt in 1..=attempts {
+        let err = match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        if !is_throttling(err.code()) {
+            return Err(error(&err));
+        }
+        if attempt == attempts {
+            break;
+        }
+        tracing::debug!(operation, attempt, "throttled; retrying");
+        let jitter = 0.5 + rand::random::<f64>() / 2.0;
+        tokio::time::sleep(delay.mul_f64(jitter)).await;
+        delay = (delay * 2).min(retry.max_delay);
+    }
+    Err(Error::Throttled {
+        operation: operation.to_string(),
+        attempts,
+    })
+}
+
 /// An EC2 client with Backstop's retry of throttled calls.
 #[derive(Clone, Debug)]
 pub struct Ec2 {
@@ -107,28 +145,13 @@ impl Ec2 {
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
         R: std::fmt::Debug,
     {
-        let mut delay = self.retry.first_delay;
-        let attempts = self.retry.attempts.max(1);
-        for attempt in 1..=attempts {
-            let err = match f(&self.client).await {
-                Ok(v) => return Ok(v),
-                Err(e) => e,
-            };
-            if !is_throttling(err.code()) {
-                return Err(ec2_error(operation, &err));
-            }
-            if attempt == attempts {
-                break;
-            }
-            tracing::debug!(operation, attempt, "throttled; retrying");
-            let jitter = 0.5 + rand::random::<f64>() / 2.0;
-            tokio::time::sleep(delay.mul_f64(jitter)).await;
-            delay = (delay * 2).min(self.retry.max_delay);
-        }
-        Err(Error::Throttled {
-            operation: operation.to_string(),
-            attempts,
-        })
+        retry_throttled(
+            &self.retry,
+            &format!("EC2 {operation}"),
+            || f(&self.client),
+            |err| ec2_error(operation, err),
+        )
+        .await
     }
 
     /// Describes instances by id; an unknown id is `InstanceNotFound`.

@@ -114,8 +114,15 @@ pub enum Error {
         code: String,
         reason: String,
     },
+    /// A CloudWatch call failed with a service or transport error.
+    #[error("CloudWatch {operation} failed: {code}: {reason}")]
+    CloudWatch {
+        operation: &'static str,
+        code: String,
+        reason: String,
+    },
     /// AWS kept throttling a call through every retry.
-    #[error("EC2 {operation} was still throttled after {attempts} attempts")]
+    #[error("{operation} was still throttled after {attempts} attempts")]
     Throttled { operation: String, attempts: u32 },
     /// The instance does not exist, or is terminated.
     #[error("instance {instance_id} does not exist (or is terminated)")]
@@ -185,6 +192,7 @@ impl Error {
             Error::TimedOut { .. } => "TimedOut",
             Error::Cancelled(_) => "Cancelled",
             Error::Ec2 { .. } => "Ec2Error",
+            Error::CloudWatch { .. } => "CloudWatchError",
             Error::Throttled { .. } => "Throttled",
             Error::InstanceNotFound { .. } => "InstanceNotFound",
             Error::NoInstancesMatched { .. } => "NoInstancesMatched",
@@ -221,6 +229,7 @@ impl Error {
         "TimedOut",
         "Cancelled",
         "Ec2Error",
+        "CloudWatchError",
         "Throttled",
         "InstanceNotFound",
         "NoInstancesMatched",

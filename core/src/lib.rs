@@ -20,6 +20,7 @@
 //! - [`poll`]: job status and the backed-off, bounded wait between polls.
 //! - [`progress`]: how long operations report bytes moved and what they wait on.
 
+pub mod alarms;
 pub mod backup;
 pub mod catalog;
 pub mod dbconfig;

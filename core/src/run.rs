@@ -103,6 +103,9 @@ pub struct Checks {
     pub http: Vec<HttpCheck>,
     #[serde(default)]
     pub sql: Vec<SqlCheck>,
+    /// CloudWatch alarms, none of which may be in ALARM.
+    #[serde(default)]
+    pub alarms: Vec<AlarmCheck>,
     /// A check passes only after this many passes in a row.
     #[serde(default = "one")]
     pub consecutive: u32,
@@ -119,6 +122,7 @@ impl Default for Checks {
         Checks {
             http: Vec::new(),
             sql: Vec::new(),
+            alarms: Vec::new(),
             consecutive: 1,
             bake_seconds: 0,
             interval_seconds: 5,
@@ -158,6 +162,29 @@ pub struct SqlCheck {
     pub database: Option<String>,
     pub query: String,
     pub expect: String,
+}
+
+/// CloudWatch alarms that must not be in ALARM: one alarm by `name`, or every alarm whose name
+/// starts with `name_prefix` (metric and composite alarms alike). `OK` and
+/// `INSUFFICIENT_DATA` pass; an alarm that does not exist, or a prefix that matches none, fails.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlarmCheck {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_prefix: Option<String>,
+}
+
+impl AlarmCheck {
+    /// What the check selects, for messages: `alarm shop-5xx`, `alarms shop-*`.
+    pub fn label(&self) -> String {
+        match (&self.name, &self.name_prefix) {
+            (Some(n), _) => format!("alarm {n}"),
+            (None, Some(p)) => format!("alarms {p}*"),
+            (None, None) => "no alarm".to_string(),
+        }
+    }
 }
 
 /// When the deploy may go ahead, and how polls wait.
@@ -228,6 +255,14 @@ impl RunDocument {
                 return Err(Error::InvalidInput(
                     "deploy.project_name must not be empty".to_string(),
                 ));
+            }
+        }
+        for (n, a) in self.checks.alarms.iter().enumerate() {
+            let given = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.trim().is_empty());
+            if given(&a.name) == given(&a.name_prefix) {
+                return Err(Error::InvalidInput(format!(
+                    "checks.alarms[{n}]: give exactly one of name, name_prefix (not empty)"
+                )));
             }
         }
         if self.checks.consecutive == 0 {

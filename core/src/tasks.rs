@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::alarms::Alarms;
 use crate::backup::{backup_database, BackupRequest};
 use crate::catalog::{
     BackupState, Catalog, InstanceBackupMode, Manifest, Purpose, DEFAULT_PREFIX, MANIFEST_FORMAT,
@@ -34,6 +35,7 @@ use crate::verify::verify_databases;
 pub struct Context {
     pub catalog: Catalog,
     pub ec2: Ec2,
+    pub alarms: Alarms,
     pub tools: PgTools,
     pub secrets: aws_sdk_secretsmanager::Client,
 }
@@ -62,6 +64,7 @@ impl Context {
         Ok(Context {
             catalog: Catalog::new(S3Store::new(client_for(shared), bucket), prefix)?,
             ec2: Ec2::new(aws_sdk_ec2::Client::new(shared), Default::default()),
+            alarms: Alarms::new(aws_sdk_cloudwatch::Client::new(shared), Default::default()),
             tools: PgTools::from_env(),
             secrets: crate::dbconfig::secrets_client(shared),
         })
@@ -550,6 +553,16 @@ pub async fn verify(ctx: &Context, task: &VerifyTask) -> Result<serde_json::Valu
     let out = match task {
         VerifyTask::Run { document } => {
             let doc = RunDocument::parse(document.clone())?;
+            // An alarm check that selects no alarm could never pass: refuse it before any
+            // backup is taken.
+            for (n, check) in doc.checks.alarms.iter().enumerate() {
+                if ctx.alarms.select(check).await?.is_empty() {
+                    return Err(Error::InvalidInput(format!(
+                        "checks.alarms[{n}]: {} does not exist",
+                        check.label()
+                    )));
+                }
+            }
             return serde_json::to_value(doc)
                 .map_err(|e| Error::InvalidInput(format!("run document: {e}")));
         }
@@ -679,7 +692,7 @@ async fn verify_backup_task(
 /// `bake_seconds`; the first failure is `VerificationFailed`.
 pub async fn run_checks(ctx: &Context, run: &RunDocument) -> Result<String, Error> {
     let checks = &run.checks;
-    if checks.http.is_empty() && checks.sql.is_empty() {
+    if checks.http.is_empty() && checks.sql.is_empty() && checks.alarms.is_empty() {
         return Ok("no checks configured".to_string());
     }
     let started = std::time::Instant::now();
@@ -693,9 +706,10 @@ pub async fn run_checks(ctx: &Context, run: &RunDocument) -> Result<String, Erro
         tokio::time::sleep(Duration::from_secs(checks.interval_seconds)).await;
     }
     Ok(format!(
-        "{} HTTP and {} SQL check(s) passed {passes} time(s) in a row over {} s",
+        "{} HTTP, {} SQL and {} alarm check(s) passed {passes} time(s) in a row over {} s",
         checks.http.len(),
         checks.sql.len(),
+        checks.alarms.len(),
         started.elapsed().as_secs()
     ))
 }
@@ -717,6 +731,9 @@ async fn check_round(ctx: &Context, run: &RunDocument, checks: &Checks) -> Resul
                 )));
             }
         }
+    }
+    for a in &checks.alarms {
+        ctx.alarms.check(a).await?;
     }
     for q in &checks.sql {
         let target = sql_target(ctx, run, q.database.as_deref()).await?;

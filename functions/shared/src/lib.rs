@@ -4,6 +4,8 @@
 //! Functions as a `Diagnostic` whose `error_type` is the error's stable name, so the state
 //! machine's Retry and Catch match it.
 
+#![recursion_limit = "256"]
+
 use std::sync::Arc;
 
 use backstop_core::tasks::{invoke, Context};
