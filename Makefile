@@ -2,7 +2,7 @@
 #   make demo   installs what is missing, then runs a protected deploy on the local default
 #   make test   installs what is missing, then runs every test, linter and validator
 #   make validate  the SAM template and the state machine, offline (part of make test)
-#   make bench  the benchmarks (throughput ratios, peak RSS)
+#   make bench  the benchmarks (throughput ratios, peak RSS, state transitions)
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := test
@@ -12,7 +12,7 @@ VENV_STAMP := $(VENV)/.installed-$(shell sha256sum $(REQS) 2>/dev/null | cut -c1
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CARGO ?= cargo
 
-.PHONY: setup postgres venv build sam-build validate demo test lint unit bench clean
+.PHONY: setup postgres venv build sam-build validate demo test lint unit bench bench-transitions clean
 
 setup: postgres venv
 
@@ -34,14 +34,15 @@ $(VENV_STAMP): $(REQS)
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-build:
-	$(CARGO) build --bins --examples
-
 # The Lambda bundles: sam build runs cargo-lambda (release, --arm64, zig as the linker) in each
 # function's crate; .venv/bin on PATH is where cargo-lambda and zig are. Needs the
-# aarch64-unknown-linux-gnu Rust target (rustup target add aarch64-unknown-linux-gnu).
-sam-build: venv
+# aarch64-unknown-linux-gnu Rust target, added with rustup when missing. `make sam-build` is the
+# same target.
+build: venv
+	@rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu || rustup target add aarch64-unknown-linux-gnu
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" SAM_CLI_TELEMETRY=0 $(VENV)/bin/sam build --template template.yaml
+
+sam-build: build
 
 # template.yaml and statemachine/protect.asl.json, offline and without credentials: with --lint,
 # sam validate runs cfn-lint in-process on the transformed template and calls no AWS API (the
@@ -63,9 +64,16 @@ lint:
 test: setup lint validate
 	$(CARGO) test --workspace --all-targets
 
-bench: setup
+bench: setup bench-transitions
 	$(CARGO) build --release --bin backstop
 	bash bench/run.sh
+
+# Step Functions state transitions of one protected deploy whose snapshots take 30 minutes:
+# the real ASL on moto with a virtual clock (bench/moto-virtual-clock), Backstop's wait
+# schedule side by side with backoff alone and a fixed 15 s poll.
+bench-transitions: setup
+	$(CARGO) build --bin backstop --example transitions
+	$(CARGO) run -q --example transitions
 
 clean:
 	$(CARGO) clean

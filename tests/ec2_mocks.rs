@@ -142,7 +142,8 @@ fn mocked_snapshot_set_pending_then_completed_reports_progress_and_backs_off() {
         first,
         JobStatus::Pending {
             progress: 15,
-            next_wait_seconds: 15,
+            // 15% after 5 s: about 28 s to go, longer than the 15 s backoff.
+            next_wait_seconds: 28,
             detail: "0 of 2 snapshots completed".to_string()
         }
     );

@@ -497,7 +497,7 @@ pub async fn poll_instance_backup(
     }
     Ok(JobStatus::Pending {
         progress,
-        next_wait_seconds: policy.next_wait(elapsed).as_secs(),
+        next_wait_seconds: policy.next_wait_at(elapsed, progress).as_secs(),
         detail,
     })
 }
