@@ -50,7 +50,7 @@ sam-build: build
 # names, which this template does not use); the region only selects cfn-lint's resource specs.
 validate: venv
 	AWS_DEFAULT_REGION=us-east-1 SAM_CLI_TELEMETRY=0 $(VENV)/bin/sam validate --lint --template template.yaml
-	$(VENV)/bin/cfn-lint template.yaml
+	$(VENV)/bin/cfn-lint template.yaml examples/pipeline.yaml
 	$(VENV)/bin/statelint statemachine/protect.asl.json
 
 demo: setup

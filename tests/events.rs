@@ -2,6 +2,7 @@
 //! and `cargo lambda invoke` get what the state machine sends), and a missing or malformed
 //! field is `InvalidInput` before anything is touched.
 
+use backstop_core::pipeline::JobEvent;
 use backstop_core::run::RunDocument;
 use backstop_core::tasks::{invoke, Context, JobReport, RestoreTask, TargetTask, VerifyTask};
 use serde_json::{json, Value};
@@ -28,6 +29,11 @@ fn every_sample_event_is_a_valid_input_of_its_function() {
             assert_eq!(doc.checks.consecutive, 3);
         }
     }
+    let job: JobEvent = serde_json::from_value(event("pipeline-action")).unwrap();
+    assert!(job.job.data.continuation_token.is_none());
+    let params = &job.job.data.action_configuration.configuration["UserParameters"];
+    let doc = RunDocument::parse(serde_json::from_str(params).unwrap()).unwrap();
+    assert_eq!(doc.version.commit.as_deref(), Some("3f2a9c1"));
     let listed: Vec<String> = std::fs::read_dir(format!("{}/events", env!("CARGO_MANIFEST_DIR")))
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
@@ -35,7 +41,7 @@ fn every_sample_event_is_a_valid_input_of_its_function() {
         .collect();
     assert_eq!(
         listed.len(),
-        6,
+        7,
         "a new event needs a check here: {listed:?}"
     );
 }
@@ -69,6 +75,8 @@ fn a_missing_or_malformed_field_is_invalid_input_and_calls_nothing() {
             "verify",
             json!({"mode": "run", "document": {"application": "shop"}}),
         ),
+        ("pipeline-action", json!({"CodePipeline.job": {"data": {}}})),
+        ("pipeline-action", json!({"id": "job-without-envelope"})),
         ("nothing", json!({})),
     ] {
         let err = rt
@@ -82,4 +90,42 @@ fn a_missing_or_malformed_field_is_invalid_input_and_calls_nothing() {
     }
     let missing = Context::new(&shared, "", "backstop").err().unwrap();
     assert_eq!(missing.error_type(), "InvalidInput");
+}
+
+/// The run documents of `examples/pipeline.yaml`: the Step Functions action's Literal input and
+/// the Lambda action's UserParameters, each once CodePipeline has put in its variables.
+#[test]
+fn the_sample_pipeline_passes_valid_run_documents() {
+    let path = format!("{}/examples/pipeline.yaml", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut found = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let key = line.trim();
+        if key != "Input: |" && key != "UserParameters: |" {
+            continue;
+        }
+        let indent = line.len() - line.trim_start().len();
+        let block: Vec<&str> = lines[i + 1..]
+            .iter()
+            .take_while(|l| l.len() - l.trim_start().len() > indent)
+            .copied()
+            .collect();
+        let json_text = block
+            .join("\n")
+            .replace("#{SourceVariables.CommitId}", "3f2a9c1")
+            .replace("#{codepipeline.PipelineExecutionId}", "0f1e2d3c-aaaa");
+        let doc = RunDocument::parse(
+            serde_json::from_str(&json_text)
+                .unwrap_or_else(|e| panic!("{key} in {path} is not JSON ({e}): {json_text}")),
+        )
+        .unwrap_or_else(|e| panic!("{key} in {path}: {e}"));
+        assert_eq!(doc.version.commit.as_deref(), Some("3f2a9c1"));
+        assert_eq!(
+            doc.version.pipeline_execution_id.as_deref(),
+            Some("0f1e2d3c-aaaa")
+        );
+        found.push(key.to_string());
+    }
+    assert_eq!(found, ["Input: |", "UserParameters: |"]);
 }

@@ -3,7 +3,6 @@
 //! throttled call is retried like EC2's, then `Throttled`; any other failure is
 //! `CloudWatchError`.
 
-use aws_sdk_cloudwatch::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_cloudwatch::types::AlarmType;
 
 use crate::ec2::{retry_throttled, Retry};
@@ -111,17 +110,18 @@ impl Alarms {
     }
 }
 
-fn cloudwatch_error<E, R>(operation: &'static str, err: &SdkError<E, R>) -> Error
+fn cloudwatch_error<E, R>(
+    operation: &'static str,
+    err: &aws_sdk_cloudwatch::error::SdkError<E, R>,
+) -> Error
 where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    E: aws_sdk_cloudwatch::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug,
 {
+    let (code, reason) = crate::error::aws_code_and_reason(err);
     Error::CloudWatch {
         operation,
-        code: err.code().unwrap_or("-").to_string(),
-        reason: err
-            .message()
-            .map(str::to_string)
-            .unwrap_or_else(|| DisplayErrorContext(err).to_string()),
+        code,
+        reason,
     }
 }

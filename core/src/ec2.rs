@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
-use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::{Filter, Instance, ResourceType, Tag, TagSpecification, Volume};
 
 use crate::error::Error;
@@ -306,18 +306,16 @@ fn not_found_as(e: Error, id: &str) -> Error {
     }
 }
 
-fn ec2_error<E, R>(operation: &'static str, err: &SdkError<E, R>) -> Error
+fn ec2_error<E, R>(operation: &'static str, err: &aws_sdk_ec2::error::SdkError<E, R>) -> Error
 where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug,
 {
+    let (code, reason) = crate::error::aws_code_and_reason(err);
     Error::Ec2 {
         operation,
-        code: err.code().unwrap_or("-").to_string(),
-        reason: err
-            .message()
-            .map(str::to_string)
-            .unwrap_or_else(|| DisplayErrorContext(err).to_string()),
+        code,
+        reason,
     }
 }
 

@@ -121,6 +121,20 @@ pub enum Error {
         code: String,
         reason: String,
     },
+    /// A Step Functions call failed.
+    #[error("Step Functions {operation} failed: {code}: {reason}")]
+    StepFunctions {
+        operation: &'static str,
+        code: String,
+        reason: String,
+    },
+    /// A CodePipeline call (a job answer) failed.
+    #[error("CodePipeline {operation} failed: {code}: {reason}")]
+    CodePipeline {
+        operation: &'static str,
+        code: String,
+        reason: String,
+    },
     /// AWS kept throttling a call through every retry.
     #[error("{operation} was still throttled after {attempts} attempts")]
     Throttled { operation: String, attempts: u32 },
@@ -193,6 +207,8 @@ impl Error {
             Error::Cancelled(_) => "Cancelled",
             Error::Ec2 { .. } => "Ec2Error",
             Error::CloudWatch { .. } => "CloudWatchError",
+            Error::StepFunctions { .. } => "StepFunctionsError",
+            Error::CodePipeline { .. } => "CodePipelineError",
             Error::Throttled { .. } => "Throttled",
             Error::InstanceNotFound { .. } => "InstanceNotFound",
             Error::NoInstancesMatched { .. } => "NoInstancesMatched",
@@ -230,6 +246,8 @@ impl Error {
         "Cancelled",
         "Ec2Error",
         "CloudWatchError",
+        "StepFunctionsError",
+        "CodePipelineError",
         "Throttled",
         "InstanceNotFound",
         "NoInstancesMatched",
@@ -240,6 +258,27 @@ impl Error {
         "VerificationFailed",
         "ExecutionFailed",
     ];
+}
+
+/// AWS's error code (`-` when none) and message of a failed SDK call, of any service.
+pub(crate) fn aws_code_and_reason<E, R>(
+    err: &aws_sdk_ec2::error::SdkError<E, R>,
+) -> (String, String)
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata
+        + std::error::Error
+        + Send
+        + Sync
+        + 'static,
+    R: std::fmt::Debug,
+{
+    use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+    let code = err.code().unwrap_or("-").to_string();
+    let reason = err
+        .message()
+        .map(str::to_string)
+        .unwrap_or_else(|| aws_smithy_types::error::display::DisplayErrorContext(err).to_string());
+    (code, reason)
 }
 
 /// Display wrapper printing `ErrorType: message`.

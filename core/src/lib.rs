@@ -32,6 +32,7 @@ pub mod instance_backup;
 pub mod instance_restore;
 pub mod pg;
 pub mod pgtls;
+pub mod pipeline;
 pub mod poll;
 pub mod progress;
 pub mod restore;

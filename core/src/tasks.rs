@@ -24,6 +24,7 @@ use crate::instance_backup::{
 };
 use crate::instance_restore::{restore_instance_step, InstanceRestore, InstanceRestoreMode};
 use crate::pg::{check_counts, PgTools, Session};
+use crate::pipeline::PipelineJobs;
 use crate::poll::{JobStatus, PollPolicy};
 use crate::progress::Quiet;
 use crate::restore::{restore_database, RestoreMode, RestoreRequest};
@@ -36,18 +37,29 @@ pub struct Context {
     pub catalog: Catalog,
     pub ec2: Ec2,
     pub alarms: Alarms,
+    /// The CodePipeline job worker (pipeline-action).
+    pub pipeline: PipelineJobs,
     pub tools: PgTools,
     pub secrets: aws_sdk_secretsmanager::Client,
 }
 
 impl Context {
-    /// From the environment: `BACKSTOP_BUCKET` (required), `BACKSTOP_PREFIX`, the standard AWS
+    /// From the environment: `BACKSTOP_BUCKET` (required), `BACKSTOP_PREFIX`,
+    /// `BACKSTOP_STATE_MACHINE_ARN` (the execution pipeline-action starts), the standard AWS
     /// configuration, and `PG_BIN_DIR`/`PATH` for the PostgreSQL tools.
     pub async fn from_env() -> Result<Context, Error> {
         let bucket = std::env::var("BACKSTOP_BUCKET").unwrap_or_default();
         let prefix = std::env::var("BACKSTOP_PREFIX").unwrap_or_else(|_| DEFAULT_PREFIX.into());
         let shared = crate::dbconfig::load_aws_config().await;
-        Context::new(&shared, &bucket, &prefix)
+        let mut ctx = Context::new(&shared, &bucket, &prefix)?;
+        ctx.pipeline = PipelineJobs::new(
+            aws_sdk_codepipeline::Client::new(&shared),
+            aws_sdk_sfn::Client::new(&shared),
+            std::env::var("BACKSTOP_STATE_MACHINE_ARN")
+                .ok()
+                .filter(|a| !a.is_empty()),
+        );
+        Ok(ctx)
     }
 
     /// With the clients of a loaded AWS configuration.
@@ -65,6 +77,11 @@ impl Context {
             catalog: Catalog::new(S3Store::new(client_for(shared), bucket), prefix)?,
             ec2: Ec2::new(aws_sdk_ec2::Client::new(shared), Default::default()),
             alarms: Alarms::new(aws_sdk_cloudwatch::Client::new(shared), Default::default()),
+            pipeline: PipelineJobs::new(
+                aws_sdk_codepipeline::Client::new(shared),
+                aws_sdk_sfn::Client::new(shared),
+                None,
+            ),
             tools: PgTools::from_env(),
             secrets: crate::dbconfig::secrets_client(shared),
         })
@@ -936,7 +953,13 @@ async fn verify_restored_target(
 }
 
 /// The functions of the state machine, by name.
-pub const FUNCTIONS: [&str; 4] = ["start-backup", "poll-job", "restore", "verify"];
+pub const FUNCTIONS: [&str; 5] = [
+    "start-backup",
+    "poll-job",
+    "restore",
+    "verify",
+    "pipeline-action",
+];
 
 /// Runs function `name` on a JSON payload: what each Lambda does, and what the local invoke
 /// router serves. A payload that is not the function's input is `InvalidInput`.
@@ -960,6 +983,7 @@ pub async fn invoke(
         "poll-job" => output(poll_job(ctx, &input(name, payload)?).await?),
         "restore" => output(restore(ctx, &input(name, payload)?).await?),
         "verify" => verify(ctx, &input(name, payload)?).await,
+        "pipeline-action" => output(ctx.pipeline.handle(payload).await?),
         other => Err(Error::InvalidInput(format!(
             "no function {other:?} (there are {})",
             FUNCTIONS.join(", ")
