@@ -18,6 +18,7 @@ use backstop_core::catalog::{
 use backstop_core::dbconfig::DbTarget;
 use backstop_core::download::DownloadTuning;
 use backstop_core::ec2::Ec2;
+use backstop_core::incident;
 use backstop_core::instance_backup::{
     poll_instance_backup, record_outcome, record_started, resolve_targets, start_instance_backup,
     wait_for_backup, InstanceBackupRequest, InstanceJob,
@@ -57,6 +58,9 @@ enum Command {
     /// The backup catalog.
     #[command(subcommand)]
     Backups(BackupsCommand),
+    /// Incident reports of failed deploys (written beside their backups).
+    #[command(subcommand)]
+    Incidents(IncidentsCommand),
     /// Run the local default: moto with its Step Functions engine, the project's functions
     /// served on its Lambda port, the bucket and the protect state machine. Prints one JSON
     /// line (endpoint, state_machine_arn, …) and runs until Ctrl-C.
@@ -191,6 +195,14 @@ enum BackupsCommand {
     /// List backups, newest first.
     List(ListArgs),
     /// Show one backup's manifest.
+    Show(ShowArgs),
+}
+
+#[derive(Subcommand)]
+enum IncidentsCommand {
+    /// List incident reports, newest first.
+    List(ListArgs),
+    /// Show one report (by backup id) as Markdown, or as JSON with --json.
     Show(ShowArgs),
 }
 
@@ -521,6 +533,42 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 print_json(&manifests);
             } else {
                 print_table(&manifests);
+            }
+        }
+        Command::Incidents(IncidentsCommand::List(args)) => {
+            let catalog = catalog(&args.catalog).await?;
+            let reports = incident::list(&catalog, args.application.as_deref()).await?;
+            if json {
+                print_json(&reports);
+            } else {
+                println!(
+                    "{:<20} {:<32} {:<14} {:<12} ORIGINAL ERROR",
+                    "WRITTEN", "BACKUP", "OUTCOME", "DEPLOYED"
+                );
+                for r in &reports {
+                    println!(
+                        "{:<20} {:<32} {:<14} {:<12} {}",
+                        r.written_at
+                            .format(&time::format_description::well_known::Rfc3339)
+                            .unwrap_or_default()
+                            .chars()
+                            .take(19)
+                            .collect::<String>(),
+                        r.backup_id,
+                        r.outcome,
+                        r.versions.deploy_commit.as_deref().unwrap_or("-"),
+                        r.original_error
+                    );
+                }
+            }
+        }
+        Command::Incidents(IncidentsCommand::Show(args)) => {
+            let catalog = catalog(&args.catalog).await?;
+            let (report, markdown) = incident::show(&catalog, &args.backup_id).await?;
+            if json {
+                print_json(&report);
+            } else {
+                print!("{markdown}");
             }
         }
         Command::Backups(BackupsCommand::Show(args)) => {

@@ -359,12 +359,56 @@ fn every_path_the_asl_reads_exists_on_the_rust_types_it_flows_through() {
     })
     .unwrap();
     let s4 = after("VerifyRestore", &failed, invoke_result(restored), &exec);
+    // The incident report, on both failed endings, passes its input through to the Fail.
+    let mut exec_id = exec.clone();
+    exec_id["Execution"]["Id"] = json!("arn:aws:states:us-east-1:1:execution:protect:x");
+    assert_eq!(state("VerifyRestore")["Next"], "ReportDeployFailure");
+    let report: VerifyTask =
+        serde_json::from_value(payload("ReportDeployFailure", &s4, &exec_id)).unwrap();
+    let VerifyTask::Incident {
+        outcome, restores, ..
+    } = report
+    else {
+        panic!("ReportDeployFailure sends mode incident")
+    };
+    assert_eq!(outcome, "DeployFailed");
+    assert_eq!(restores.len(), 2);
+    let s5 = after(
+        "ReportDeployFailure",
+        &s4,
+        invoke_result(json!({})),
+        &exec_id,
+    );
+    assert_eq!(s5, s4, "the report passes its input through");
+    assert_eq!(state("ReportDeployFailure")["Next"], "DeployFailed");
     read(
         state("DeployFailed")["CausePath"].as_str().unwrap(),
-        &s4,
-        &exec,
+        &s5,
+        &exec_id,
         "DeployFailed",
     );
+    for from in ["RestoreTargets", "VerifyRestore"] {
+        assert_eq!(state(from)["Catch"][0]["Next"], "ReportRestoreFailure");
+    }
+    // Entered from the Map's Catch, so without $.restores.
+    let mut restore_failed = s3.clone();
+    restore_failed["failure"] = json!({"Error": "CommandFailed", "Cause": "boom"});
+    restore_failed["restore_failure"] = json!({"Error": "RestoreIncomplete", "Cause": "why"});
+    let report: VerifyTask =
+        serde_json::from_value(payload("ReportRestoreFailure", &restore_failed, &exec_id)).unwrap();
+    assert!(
+        matches!(&report, VerifyTask::Incident { outcome, .. } if outcome == "RestoreFailed"),
+        "{report:?}"
+    );
+    assert_eq!(state("ReportRestoreFailure")["Next"], "RestoreFailed");
+    for name in ["ReportDeployFailure", "ReportRestoreFailure"] {
+        let s = state(name);
+        assert_eq!(s["ResultPath"], Value::Null, "{name}");
+        assert_eq!(
+            s["Catch"][0]["Next"], s["Next"],
+            "{name}: a failed report still fails"
+        );
+    }
     // A failed backup is recorded in its manifest before the execution fails.
     let mut backup_failed = s1.clone();
     backup_failed["failure"] = json!({"Error": "DumpFailed", "Cause": "pg_dump: …"});

@@ -98,6 +98,7 @@ fn sixteen_concurrent_manifest_updates_lose_nothing() {
             error: None,
         }],
         error: None,
+        deployed: None,
     };
     bed.rt.block_on(async {
         let tasks: Vec<_> = (0..16)

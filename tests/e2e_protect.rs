@@ -151,6 +151,28 @@ impl Local {
             .collect()
     }
 
+    /// One object of the local bucket.
+    fn object(&self, key: &str) -> Vec<u8> {
+        let s3 = common::s3_client(&self.endpoint());
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let out = rt
+            .block_on(s3.get_object().bucket("backstop-local").key(key).send())
+            .unwrap_or_else(|e| panic!("{key}: {e}"));
+        rt.block_on(out.body.collect()).unwrap().to_vec()
+    }
+
+    /// `backstop ARGS` against the local endpoint.
+    fn backstop(&self, args: &[&str]) -> Run {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_backstop"));
+        cmd.args(args)
+            .env("AWS_ENDPOINT_URL", self.endpoint())
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env_remove("BACKSTOP_LOG");
+        Run::of(cmd)
+    }
+
     fn manifest(&self, id: &str) -> Value {
         let s3 = common::s3_client(&self.endpoint());
         let rt = tokio::runtime::Runtime::new().unwrap();
@@ -423,6 +445,18 @@ fn happy_path_backs_up_deploys_checks_and_succeeds() {
     assert_eq!(manifest["databases"][0]["database"], "shop");
     assert_eq!(manifest["instances"][0]["instance_id"], id.as_str());
     assert_eq!(manifest["app_version"], "v1.5.0");
+    // The deploy passed its checks, and the manifest says so: v1.5.0 runs from now on.
+    assert!(
+        manifest["deployed"]["checks"]
+            .as_str()
+            .unwrap()
+            .contains("passed"),
+        "{manifest}"
+    );
+    assert!(
+        !local.keys(&rt).iter().any(|k| k.contains("incident")),
+        "no incident report for a protected deploy"
+    );
     assert_eq!(devices(&rt, &ec2, &id), before, "nothing was restored");
 }
 
@@ -442,11 +476,20 @@ fn destructive_failed_deploy_is_restored_and_fails_with_deploy_failed() {
     let local = Local::start(
         &bed,
         &[("SHOP_DB_URL", bed.pg.url("shop"))],
-        &[("shop-migrate", deploy)],
+        &[
+            ("shop-migrate", deploy),
+            ("shop-ok", "cat > /dev/null; echo '{}'".to_string()),
+        ],
     );
     let rt = tokio::runtime::Runtime::new().unwrap();
     let ec2 = local.ec2(&rt);
     let id = instance(&rt, &ec2);
+    // v1.4.2 was deployed under Backstop and passed its checks: it is what the next backup
+    // holds.
+    let mut previous = run_document(&local, &id, "shop-ok", orders.trim());
+    previous["version"]["commit"] = json!("v1.4.2");
+    let (ok, _) = local.run(&previous);
+    assert!(ok.ok, "{}", ok.all());
     let original = devices(&rt, &ec2, &id);
     let (run, outcome) = local.run(&run_document(&local, &id, "shop-migrate", orders.trim()));
     let _ = std::fs::remove_file(&migration);
@@ -466,6 +509,80 @@ fn destructive_failed_deploy_is_restored_and_fails_with_deploy_failed() {
     let restored = cause["restored"].to_string();
     assert!(restored.contains("database shop"), "{restored}");
     assert!(restored.contains(&id), "{restored}");
+
+    // The incident report, JSON and Markdown, beside the backup.
+    let name = outcome["name"].as_str().unwrap();
+    let report = local.object(&format!("backstop/shop/{name}/incident.json"));
+    let report: Value = serde_json::from_slice(&report).unwrap();
+    assert_eq!(report["outcome"], "DeployFailed", "{report}");
+    assert_eq!(report["original_error"], "CommandFailed", "{report}");
+    assert!(
+        report["original_cause"]
+            .as_str()
+            .unwrap()
+            .contains("migration 0042 failed after dropping orders.note"),
+        "{report}"
+    );
+    assert_eq!(report["versions"]["deploy_commit"], "v1.5.0", "{report}");
+    assert_eq!(report["versions"]["backup_commit"], "v1.4.2", "{report}");
+    let timeline: Vec<&str> = report["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["state"].as_str().unwrap())
+        .collect();
+    let order = [
+        "Prepare",
+        "BackupTargets",
+        "VerifyBackup",
+        "DeployLambda",
+        "RestoreTargets",
+        "VerifyRestore",
+        "ReportDeployFailure",
+    ];
+    let at: Vec<usize> = order
+        .iter()
+        .map(|s| {
+            timeline
+                .iter()
+                .position(|t| t == s)
+                .unwrap_or_else(|| panic!("{s} not in {timeline:?}"))
+        })
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{timeline:?}");
+    assert!(
+        report["restore_seconds"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    assert_eq!(report["restored"].as_array().unwrap().len(), 2, "{report}");
+    let kept = report["failed_state"].to_string();
+    assert!(kept.contains("database shop_failed_"), "{kept}");
+    assert_eq!(kept.matches("volume vol-").count(), 2, "{kept}");
+    assert!(
+        report["checks"].to_string().contains("after the restore"),
+        "{report}"
+    );
+    let md = String::from_utf8(local.object(&format!("backstop/shop/{name}/incident.md"))).unwrap();
+    assert!(
+        md.starts_with("# Incident: shop deploy v1.5.0 (DeployFailed)"),
+        "{md}"
+    );
+    assert!(md.contains("| ReportDeployFailure |"), "{md}");
+    // The CLI reads it back.
+    let shown = local.backstop(&[
+        "incidents",
+        "show",
+        "--backup-id",
+        name,
+        "--bucket",
+        "backstop-local",
+    ]);
+    assert!(shown.ok, "{}", shown.all());
+    assert_eq!(shown.stdout, md);
+    let listed = local.backstop(&["incidents", "list", "--bucket", "backstop-local"]);
+    assert!(listed.ok, "{}", listed.all());
+    assert!(listed.stdout.contains(name), "{}", listed.stdout);
+    assert_eq!(listed.stdout.lines().count(), 2, "{}", listed.stdout);
 
     // The data is back, table by table, and the broken database is kept.
     assert_eq!(bed.table_checksums("shop"), before);
@@ -763,6 +880,20 @@ exit 1
             "{s} not entered: {entered:?}"
         );
     }
+    // Its incident report says what was not restored.
+    let report: Value = serde_json::from_slice(&local.object(&format!(
+        "backstop/shop/{}/incident.json",
+        outcome["name"].as_str().unwrap()
+    )))
+    .unwrap();
+    assert_eq!(report["outcome"], "RestoreFailed", "{report}");
+    assert!(
+        report["restore_failure"]
+            .as_str()
+            .unwrap()
+            .starts_with("RestoreIncomplete: the restore is incomplete: database SHOP_DB_URL"),
+        "{report}"
+    );
     let manifest = local.manifest(outcome["name"].as_str().unwrap());
     for (device, old_volume, _) in &original {
         let now = devices(&rt, &ec2, &id);

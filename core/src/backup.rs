@@ -176,6 +176,7 @@ pub async fn backup_database(
         databases: Vec::new(),
         instances: Vec::new(),
         error: None,
+        deployed: None,
     };
     let completed = async {
         let (uploaded, tables) = outcome?;

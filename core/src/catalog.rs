@@ -175,6 +175,19 @@ pub struct Manifest {
     /// Why the backup failed, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Set when the deploy this backup protected passed its checks: from then on,
+    /// `app_version` is what runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployed: Option<Deployed>,
+}
+
+/// A deploy that passed its checks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deployed {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// The checks' summary.
+    pub checks: String,
 }
 
 impl Manifest {
@@ -238,6 +251,7 @@ impl Manifest {
         }
         m.started_at = m.started_at.min(self.started_at);
         m.finished_at = m.finished_at.max(self.finished_at);
+        m.deployed = m.deployed.or(self.deployed);
         m.settle_state();
         m
     }

@@ -121,6 +121,9 @@ pub enum Error {
         code: String,
         reason: String,
     },
+    /// The backup has no incident report (its deploy did not fail, or ran before reports).
+    #[error("backup {backup_id} has no incident report")]
+    IncidentNotFound { backup_id: String },
     /// A Step Functions call failed.
     #[error("Step Functions {operation} failed: {code}: {reason}")]
     StepFunctions {
@@ -207,6 +210,7 @@ impl Error {
             Error::Cancelled(_) => "Cancelled",
             Error::Ec2 { .. } => "Ec2Error",
             Error::CloudWatch { .. } => "CloudWatchError",
+            Error::IncidentNotFound { .. } => "IncidentNotFound",
             Error::StepFunctions { .. } => "StepFunctionsError",
             Error::CodePipeline { .. } => "CodePipelineError",
             Error::Throttled { .. } => "Throttled",
@@ -246,6 +250,7 @@ impl Error {
         "Cancelled",
         "Ec2Error",
         "CloudWatchError",
+        "IncidentNotFound",
         "StepFunctionsError",
         "CodePipelineError",
         "Throttled",

@@ -592,6 +592,7 @@ pub async fn record_started(
                 databases: Vec::new(),
                 instances: Vec::new(),
                 error: None,
+                deployed: None,
             });
             for e in entries {
                 if !manifest

@@ -28,6 +28,7 @@ pub mod download;
 pub mod ec2;
 pub mod error;
 pub mod http;
+pub mod incident;
 pub mod instance_backup;
 pub mod instance_restore;
 pub mod pg;

@@ -12,12 +12,14 @@ use time::OffsetDateTime;
 use crate::alarms::Alarms;
 use crate::backup::{backup_database, BackupRequest};
 use crate::catalog::{
-    BackupState, Catalog, InstanceBackupMode, Manifest, Purpose, DEFAULT_PREFIX, MANIFEST_FORMAT,
+    BackupState, Catalog, Deployed, InstanceBackupMode, Manifest, Purpose, DEFAULT_PREFIX,
+    MANIFEST_FORMAT,
 };
 use crate::dbconfig::DbTarget;
 use crate::download::DownloadTuning;
 use crate::ec2::Ec2;
 use crate::error::Error;
+use crate::incident::{report_key, write_report, IncidentTask};
 use crate::instance_backup::{
     poll_instance_backup, poll_round, record_outcome, record_started, resolve_targets,
     start_instance_backup, InstanceBackupRequest, InstanceJob,
@@ -39,6 +41,8 @@ pub struct Context {
     pub alarms: Alarms,
     /// The CodePipeline job worker (pipeline-action).
     pub pipeline: PipelineJobs,
+    /// Step Functions, for the execution history an incident report's timeline comes from.
+    pub sfn: aws_sdk_sfn::Client,
     pub tools: PgTools,
     pub secrets: aws_sdk_secretsmanager::Client,
 }
@@ -82,6 +86,7 @@ impl Context {
                 aws_sdk_sfn::Client::new(shared),
                 None,
             ),
+            sfn: aws_sdk_sfn::Client::new(shared),
             tools: PgTools::from_env(),
             secrets: crate::dbconfig::secrets_client(shared),
         })
@@ -509,8 +514,27 @@ pub enum VerifyTask {
         #[serde(default)]
         failure: serde_json::Value,
     },
-    /// The deployment checks.
-    Deployment { run: RunDocument },
+    /// The deployment checks. With the backup id, a pass is recorded in its manifest
+    /// (`deployed`): its `app_version` is what runs from then on.
+    Deployment {
+        run: RunDocument,
+        #[serde(default)]
+        backup_id: Option<String>,
+    },
+    /// The deploy failed: write its incident report (JSON and Markdown) beside the backup.
+    Incident {
+        run: RunDocument,
+        backup_id: String,
+        execution_arn: String,
+        /// `DeployFailed` or `RestoreFailed`.
+        outcome: String,
+        #[serde(default)]
+        failure: serde_json::Value,
+        #[serde(default)]
+        detail: serde_json::Value,
+        #[serde(default)]
+        restores: Vec<TargetRestore>,
+    },
     /// After a restore: databases hold the manifest's row counts, instances run on volumes
     /// from the backup's snapshots, and the deployment checks pass again. Returns the cause
     /// the execution fails with.
@@ -592,10 +616,43 @@ pub async fn verify(ctx: &Context, task: &VerifyTask) -> Result<serde_json::Valu
             application,
             failure,
         } => record_backup_failure(ctx, application, backup_id, failure).await?,
-        VerifyTask::Deployment { run } => VerifyReport {
-            summary: run_checks(ctx, run).await?,
-            cause: None,
-        },
+        VerifyTask::Deployment { run, backup_id } => {
+            let summary = run_checks(ctx, run).await?;
+            if let Some(id) = backup_id {
+                record_deployed(ctx, &run.application, id, &summary).await?;
+            }
+            VerifyReport {
+                summary,
+                cause: None,
+            }
+        }
+        VerifyTask::Incident {
+            run,
+            backup_id,
+            execution_arn,
+            outcome,
+            failure,
+            detail,
+            restores,
+        } => {
+            let task = IncidentTask {
+                run: run.clone(),
+                backup_id: backup_id.clone(),
+                execution_arn: execution_arn.clone(),
+                outcome: outcome.clone(),
+                failure: failure.clone(),
+                detail: detail.clone(),
+                restores: restores.clone(),
+            };
+            write_report(&ctx.catalog, &ctx.ec2, &ctx.sfn, &task).await?;
+            VerifyReport {
+                summary: format!(
+                    "incident report written to {}",
+                    report_key(&ctx.catalog, &run.application, backup_id, "md")
+                ),
+                cause: None,
+            }
+        }
         VerifyTask::Restore {
             run,
             backup_id,
@@ -604,6 +661,30 @@ pub async fn verify(ctx: &Context, task: &VerifyTask) -> Result<serde_json::Valu
         } => verify_restore(ctx, run, backup_id, failure, restores).await?,
     };
     serde_json::to_value(out).map_err(|e| Error::InvalidInput(e.to_string()))
+}
+
+/// Records in the backup's manifest that its deploy passed the checks.
+async fn record_deployed(
+    ctx: &Context,
+    application: &str,
+    backup_id: &str,
+    checks: &str,
+) -> Result<(), Error> {
+    ctx.catalog
+        .update_manifest(application, backup_id, |current| {
+            let mut m = current.ok_or_else(|| Error::BackupNotFound {
+                bucket: ctx.catalog.store.bucket().to_string(),
+                prefix: ctx.catalog.prefix.clone(),
+                backup_id: backup_id.to_string(),
+            })?;
+            m.deployed = Some(Deployed {
+                at: OffsetDateTime::now_utc(),
+                checks: checks.to_string(),
+            });
+            Ok(m)
+        })
+        .await?;
+    Ok(())
 }
 
 async fn record_backup_failure(
@@ -634,6 +715,7 @@ async fn record_backup_failure(
                 databases: Vec::new(),
                 instances: Vec::new(),
                 error: None,
+                deployed: None,
             });
             m.state = BackupState::Failed;
             m.error.get_or_insert_with(|| reason.clone());
