@@ -4,8 +4,8 @@
 //! functions served on its Lambda port; a throwaway PostgreSQL holds the `shop` database and
 //! moto an instance for its application server. `backstop run` starts the execution: backup,
 //! a deploy whose migration is destructive and then fails, the restore, and `DeployFailed`.
-//! The demo then shows what the deploy broke (in the kept failed database) and the proof that
-//! the data is back. It drives the real `backstop` binary, as an operator would.
+//! The demo then shows what the deploy broke (in the kept failed database), the proof that
+//! the data is back, and the incident report Backstop wrote. It drives the real `backstop` binary, as an operator would.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -376,6 +376,21 @@ fn run() -> Result<()> {
     for v in local.volumes(&instance)? {
         println!("     {v}");
     }
+    phase.done();
+
+    let phase = Phase::start("The incident report (backstop incidents show), first lines");
+    let report = local.backstop(&[
+        "incidents",
+        "show",
+        "--bucket",
+        "shop-backups",
+        "--backup-id",
+        &id,
+    ])?;
+    for line in report.lines().take_while(|l| !l.starts_with("## Timeline")) {
+        println!("   {line}");
+    }
+    println!("   (and the timeline of every state; JSON beside it: incident.json)");
     phase.done();
     if broken == 0 || failed > 0 || before != after {
         return Err("the restored data differs from the pre-deploy data".into());

@@ -27,6 +27,7 @@ use backstop_core::instance_restore::{restore_instance, InstanceRestore, Instanc
 use backstop_core::pg::PgTools;
 use backstop_core::poll::{JobStatus, PollPolicy};
 use backstop_core::restore::{restore_database, RestoreMode, RestoreRequest};
+use backstop_core::retention;
 use backstop_core::s3::{client_from_env, S3Store};
 use backstop_core::verify::verify_backup;
 use backstop_core::Error;
@@ -61,6 +62,9 @@ enum Command {
     /// Incident reports of failed deploys (written beside their backups).
     #[command(subcommand)]
     Incidents(IncidentsCommand),
+    /// Delete backups, forensic dumps and replaced volumes older than the policy; never the
+    /// newest good backups of an application, nor one a running execution uses.
+    Prune(PruneArgs),
     /// Run the local default: moto with its Step Functions engine, the project's functions
     /// served on its Lambda port, the bucket and the protect state machine. Prints one JSON
     /// line (endpoint, state_machine_arn, …) and runs until Ctrl-C.
@@ -196,6 +200,27 @@ enum BackupsCommand {
     List(ListArgs),
     /// Show one backup's manifest.
     Show(ShowArgs),
+}
+
+#[derive(Args)]
+struct PruneArgs {
+    #[command(flatten)]
+    catalog: CatalogArgs,
+    /// Only this application's backups.
+    #[arg(long)]
+    application: Option<String>,
+    /// Good (completed) backups always kept per application, newest first.
+    #[arg(long, default_value_t = 3)]
+    keep_last: usize,
+    /// Backups (and replaced volumes) younger than this are kept.
+    #[arg(long, default_value_t = 30)]
+    max_age_days: u64,
+    /// The protect state machine: backups its running executions use are kept.
+    #[arg(long, env = "BACKSTOP_STATE_MACHINE_ARN")]
+    state_machine_arn: Option<String>,
+    /// Print the plan; delete nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Subcommand)]
@@ -533,6 +558,59 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 print_json(&manifests);
             } else {
                 print_table(&manifests);
+            }
+        }
+        Command::Prune(args) => {
+            let catalog = catalog(&args.catalog).await?;
+            let ec2 = Ec2::from_env().await;
+            let running = match &args.state_machine_arn {
+                Some(arn) if !arn.is_empty() => {
+                    let sfn = aws_sdk_sfn::Client::new(&aws_config_load().await);
+                    retention::running_executions(&sfn, arn).await?
+                }
+                _ => Vec::new(),
+            };
+            let policy = retention::RetentionPolicy {
+                keep_last: args.keep_last,
+                max_age: std::time::Duration::from_secs(args.max_age_days.saturating_mul(86_400)),
+            };
+            let plan = retention::plan(
+                &catalog,
+                &ec2,
+                args.application.as_deref(),
+                &policy,
+                &running,
+                time::OffsetDateTime::now_utc(),
+            )
+            .await?;
+            if !args.dry_run {
+                retention::apply(&catalog, &ec2, &plan).await?;
+            }
+            if json {
+                print_json(&serde_json::json!({"dry_run": args.dry_run, "plan": plan}));
+            } else {
+                for d in &plan.backups {
+                    println!(
+                        "{:<6} {:<16} {:<32} {}",
+                        d.action, d.application, d.backup_id, d.reason
+                    );
+                }
+                for v in &plan.volumes {
+                    println!(
+                        "{:<6} {:<16} {:<32} a replaced volume older than the policy",
+                        "prune", "-", v
+                    );
+                }
+                println!(
+                    "{} backup(s) and {} volume(s) {}",
+                    plan.to_prune().count(),
+                    plan.volumes.len(),
+                    if args.dry_run {
+                        "would be pruned (dry run: nothing deleted)"
+                    } else {
+                        "pruned"
+                    }
+                );
             }
         }
         Command::Incidents(IncidentsCommand::List(args)) => {

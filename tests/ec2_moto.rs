@@ -715,3 +715,169 @@ fn restoring_an_instance_the_backup_does_not_hold_is_instance_not_in_backup() {
     assert_eq!(error, "InstanceNotInBackup");
     assert_eq!(aws.world(&[&a, &b]), world);
 }
+
+/// Retention: with `--keep-last 2 --max-age-days 0`, of four good backups the two newest stay,
+/// the oldest goes (manifest, objects and snapshots) and the second oldest stays because a
+/// running execution of the state machine is named after it. A replaced volume (kept failed
+/// state) goes; an ordinary volume stays. A dry run plans the same and changes nothing, and a
+/// second prune finds nothing more to do.
+#[test]
+fn prune_keeps_the_newest_good_backups_and_what_a_running_execution_uses() {
+    let aws = Aws::start();
+    let id = aws.launch(&[]);
+    let ids: Vec<String> = (1..=4)
+        .map(|k| format!("20261101T00000{k}Z-0000000{k}"))
+        .collect();
+    for b in &ids {
+        aws.backup(&id, b);
+    }
+    // A running execution named after the second oldest backup (moto leaves executions
+    // RUNNING unless told to execute them).
+    let sfn = {
+        let _guard = aws.rt.enter();
+        aws_sdk_sfn::Client::from_conf(
+            aws_sdk_sfn::Config::builder()
+                .endpoint_url(&aws.moto.endpoint)
+                .region(aws_sdk_sfn::config::Region::new("us-east-1"))
+                .credentials_provider(aws_sdk_sfn::config::Credentials::new(
+                    "testing", "testing", None, None, "test",
+                ))
+                .behavior_version_latest()
+                .build(),
+        )
+    };
+    let machine = aws
+        .rt
+        .block_on(
+            sfn.create_state_machine()
+                .name("protect")
+                .definition(r#"{"StartAt":"Done","States":{"Done":{"Type":"Succeed"}}}"#)
+                .role_arn("arn:aws:iam::123456789012:role/protect")
+                .send(),
+        )
+        .unwrap()
+        .state_machine_arn()
+        .to_string();
+    aws.rt
+        .block_on(
+            sfn.start_execution()
+                .state_machine_arn(&machine)
+                .name(&ids[1])
+                .send(),
+        )
+        .unwrap();
+    // A replaced volume (the failed state a restore kept) and an ordinary one.
+    let make_volume = |tags: Vec<Tag>| {
+        let mut req = aws
+            .ec2
+            .create_volume()
+            .availability_zone("us-east-1a")
+            .size(1);
+        if !tags.is_empty() {
+            req = req.tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Volume)
+                    .set_tags(Some(tags))
+                    .build(),
+            );
+        }
+        aws.rt
+            .block_on(req.send())
+            .unwrap()
+            .volume_id()
+            .unwrap()
+            .to_string()
+    };
+    let replaced = make_volume(vec![tag(
+        "backstop:failed-state-of",
+        &format!("{id}:/dev/sdf"),
+    )]);
+    let ordinary = make_volume(vec![]);
+    let snapshots_of = |b: &str| aws.snapshot_ids(&[("backstop:backup-id", b)]).len();
+    assert_eq!(snapshots_of(&ids[0]), 3);
+    let prune = |extra: &[&str]| {
+        let mut args = vec![
+            "prune",
+            "--bucket",
+            &aws.bucket,
+            "--keep-last",
+            "2",
+            "--max-age-days",
+            "0",
+            "--state-machine-arn",
+            &machine,
+        ];
+        args.extend_from_slice(extra);
+        aws.backstop_ok(&args)
+    };
+    let keys_before = aws.keys();
+    let volumes_before = aws.volume_ids();
+    let dry = prune(&["--dry-run"]);
+    let actions = |out: &Value| -> Vec<(String, String)> {
+        out["plan"]["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                (
+                    d["backup_id"].as_str().unwrap().to_string(),
+                    d["action"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let expected: Vec<(String, String)> = [(3, "keep"), (2, "keep"), (1, "keep"), (0, "prune")]
+        .iter()
+        .map(|(i, a)| (ids[*i].clone(), a.to_string()))
+        .collect();
+    assert_eq!(actions(&dry), expected, "{dry}");
+    assert!(
+        dry["plan"]["backups"][2]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("running execution"),
+        "{dry}"
+    );
+    assert_eq!(
+        dry["plan"]["volumes"],
+        serde_json::json!([replaced]),
+        "{dry}"
+    );
+    assert_eq!(aws.keys(), keys_before, "a dry run deletes nothing");
+    assert_eq!(aws.volume_ids(), volumes_before);
+    assert_eq!(snapshots_of(&ids[0]), 3);
+
+    let done = prune(&[]);
+    assert_eq!(actions(&done), expected, "{done}");
+    assert_eq!(done["plan"]["volumes"], dry["plan"]["volumes"]);
+    let keys = aws.keys();
+    assert!(
+        !keys.iter().any(|k| k.contains(&ids[0])),
+        "the oldest backup's objects are gone: {keys:?}"
+    );
+    for b in &ids[1..] {
+        assert!(
+            keys.iter()
+                .any(|k| k.ends_with(&format!("{b}/manifest.json"))),
+            "{b} kept: {keys:?}"
+        );
+        assert_eq!(snapshots_of(b), 3, "{b}'s snapshots kept");
+    }
+    assert_eq!(
+        snapshots_of(&ids[0]),
+        0,
+        "the oldest backup's snapshots are gone"
+    );
+    let volumes = aws.volume_ids();
+    assert!(!volumes.contains(&replaced), "{volumes:?}");
+    assert!(volumes.contains(&ordinary), "{volumes:?}");
+    let again = prune(&[]);
+    assert!(
+        !again["plan"]["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["action"] == "prune"),
+        "{again}"
+    );
+}

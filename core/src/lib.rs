@@ -37,6 +37,7 @@ pub mod pipeline;
 pub mod poll;
 pub mod progress;
 pub mod restore;
+pub mod retention;
 pub mod run;
 pub mod s3;
 pub mod tasks;
