@@ -321,7 +321,7 @@ pub fn markdown(r: &IncidentReport) -> String {
         "# Incident: {} deploy {} ({})\n\n\
          - Backup: `{}`\n- Execution: `{}`\n- Written: {}\n\n\
          ## Versions\n\n- Deployed: {}\n- In the backup (running before): {}\n- Pipeline execution: {}\n\n\
-         ## Original error\n\n`{}`: {}\n\n## Checks\n\n{}\n## Restored",
+         ## Original error\n\n{}\n\n## Checks\n\n{}\n## Restored",
         r.application,
         or_none(&r.versions.deploy_commit),
         r.outcome,
@@ -329,10 +329,16 @@ pub fn markdown(r: &IncidentReport) -> String {
         r.execution_arn,
         rfc3339(r.written_at),
         or_none(&r.versions.deploy_commit),
-        or_none(&r.versions.backup_commit),
+        r.versions.backup_commit.clone().unwrap_or_else(|| {
+            "unknown (no earlier deploy of this application passed its checks under Backstop)"
+                .to_string()
+        }),
         or_none(&r.versions.pipeline_execution_id),
-        r.original_error,
-        r.original_cause,
+        if r.original_cause.starts_with(&format!("{}:", r.original_error)) {
+            r.original_cause.clone()
+        } else {
+            format!("{}: {}", r.original_error, r.original_cause)
+        },
         list(&r.checks),
     );
     if let Some(s) = r.restore_seconds {
