@@ -880,4 +880,31 @@ fn prune_keeps_the_newest_good_backups_and_what_a_running_execution_uses() {
             .any(|d| d["action"] == "prune"),
         "{again}"
     );
+    // The prune Lambda (the retention schedule's target) plans the same through the core.
+    let plan = aws.rt.block_on(async {
+        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(&aws.moto.endpoint)
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "t"))
+            .load()
+            .await;
+        let mut ctx = backstop_core::tasks::Context::new(&shared, &aws.bucket, "backstop").unwrap();
+        ctx.state_machine_arn = Some(machine.clone());
+        backstop_core::tasks::invoke(
+            &ctx,
+            "prune",
+            serde_json::json!({"keep_last": 1, "max_age_days": 0, "dry_run": true}),
+        )
+        .await
+        .unwrap()
+    });
+    let lambda = serde_json::json!({ "plan": plan });
+    assert_eq!(
+        actions(&lambda),
+        [(3, "keep"), (2, "prune"), (1, "keep")]
+            .iter()
+            .map(|(i, a)| (ids[*i].clone(), a.to_string()))
+            .collect::<Vec<_>>(),
+        "{lambda}"
+    );
 }

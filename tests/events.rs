@@ -4,7 +4,9 @@
 
 use backstop_core::pipeline::JobEvent;
 use backstop_core::run::RunDocument;
-use backstop_core::tasks::{invoke, Context, JobReport, RestoreTask, TargetTask, VerifyTask};
+use backstop_core::tasks::{
+    invoke, Context, JobReport, PruneTask, RestoreTask, TargetTask, VerifyTask,
+};
 use serde_json::{json, Value};
 
 fn event(name: &str) -> Value {
@@ -34,6 +36,8 @@ fn every_sample_event_is_a_valid_input_of_its_function() {
     let params = &job.job.data.action_configuration.configuration["UserParameters"];
     let doc = RunDocument::parse(serde_json::from_str(params).unwrap()).unwrap();
     assert_eq!(doc.version.commit.as_deref(), Some("3f2a9c1"));
+    let prune: PruneTask = serde_json::from_value(event("prune")).unwrap();
+    assert!(prune.dry_run, "the sample deletes nothing");
     let listed: Vec<String> = std::fs::read_dir(format!("{}/events", env!("CARGO_MANIFEST_DIR")))
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
@@ -41,7 +45,7 @@ fn every_sample_event_is_a_valid_input_of_its_function() {
         .collect();
     assert_eq!(
         listed.len(),
-        7,
+        8,
         "a new event needs a check here: {listed:?}"
     );
 }
@@ -77,6 +81,8 @@ fn a_missing_or_malformed_field_is_invalid_input_and_calls_nothing() {
         ),
         ("pipeline-action", json!({"CodePipeline.job": {"data": {}}})),
         ("pipeline-action", json!({"id": "job-without-envelope"})),
+        ("prune", json!({"keep_last": "three", "max_age_days": 30})),
+        ("prune", json!({"max_age_days": 30})),
         ("nothing", json!({})),
     ] {
         let err = rt

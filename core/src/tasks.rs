@@ -43,6 +43,9 @@ pub struct Context {
     pub pipeline: PipelineJobs,
     /// Step Functions, for the execution history an incident report's timeline comes from.
     pub sfn: aws_sdk_sfn::Client,
+    /// The protect state machine (`BACKSTOP_STATE_MACHINE_ARN`): pipeline-action starts it,
+    /// prune keeps what its running executions use.
+    pub state_machine_arn: Option<String>,
     pub tools: PgTools,
     pub secrets: aws_sdk_secretsmanager::Client,
 }
@@ -56,12 +59,13 @@ impl Context {
         let prefix = std::env::var("BACKSTOP_PREFIX").unwrap_or_else(|_| DEFAULT_PREFIX.into());
         let shared = crate::dbconfig::load_aws_config().await;
         let mut ctx = Context::new(&shared, &bucket, &prefix)?;
+        ctx.state_machine_arn = std::env::var("BACKSTOP_STATE_MACHINE_ARN")
+            .ok()
+            .filter(|a| !a.is_empty());
         ctx.pipeline = PipelineJobs::new(
             aws_sdk_codepipeline::Client::new(&shared),
             aws_sdk_sfn::Client::new(&shared),
-            std::env::var("BACKSTOP_STATE_MACHINE_ARN")
-                .ok()
-                .filter(|a| !a.is_empty()),
+            ctx.state_machine_arn.clone(),
         );
         Ok(ctx)
     }
@@ -87,6 +91,7 @@ impl Context {
                 None,
             ),
             sfn: aws_sdk_sfn::Client::new(shared),
+            state_machine_arn: None,
             tools: PgTools::from_env(),
             secrets: crate::dbconfig::secrets_client(shared),
         })
@@ -1034,13 +1039,51 @@ async fn verify_restored_target(
     }
 }
 
+/// The input of prune (the retention schedule's event).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PruneTask {
+    pub keep_last: usize,
+    pub max_age_days: u64,
+    #[serde(default)]
+    pub dry_run: bool,
+    #[serde(default)]
+    pub application: Option<String>,
+}
+
+/// prune: applies the retention policy (or, in a dry run, only plans it) and returns the plan.
+pub async fn prune(ctx: &Context, task: &PruneTask) -> Result<crate::retention::Plan, Error> {
+    let running = match &ctx.state_machine_arn {
+        Some(arn) => crate::retention::running_executions(&ctx.sfn, arn).await?,
+        None => Vec::new(),
+    };
+    let policy = crate::retention::RetentionPolicy {
+        keep_last: task.keep_last,
+        max_age: Duration::from_secs(task.max_age_days.saturating_mul(86_400)),
+    };
+    let plan = crate::retention::plan(
+        &ctx.catalog,
+        &ctx.ec2,
+        task.application.as_deref(),
+        &policy,
+        &running,
+        OffsetDateTime::now_utc(),
+    )
+    .await?;
+    if !task.dry_run {
+        crate::retention::apply(&ctx.catalog, &ctx.ec2, &plan).await?;
+    }
+    Ok(plan)
+}
+
 /// The functions of the state machine, by name.
-pub const FUNCTIONS: [&str; 5] = [
+pub const FUNCTIONS: [&str; 6] = [
     "start-backup",
     "poll-job",
     "restore",
     "verify",
     "pipeline-action",
+    "prune",
 ];
 
 /// Runs function `name` on a JSON payload: what each Lambda does, and what the local invoke
@@ -1066,6 +1109,7 @@ pub async fn invoke(
         "restore" => output(restore(ctx, &input(name, payload)?).await?),
         "verify" => verify(ctx, &input(name, payload)?).await,
         "pipeline-action" => output(ctx.pipeline.handle(payload).await?),
+        "prune" => output(prune(ctx, &input(name, payload)?).await?),
         other => Err(Error::InvalidInput(format!(
             "no function {other:?} (there are {})",
             FUNCTIONS.join(", ")
