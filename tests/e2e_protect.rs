@@ -256,6 +256,31 @@ fn devices(
         .collect()
 }
 
+/// Each device of the instance is on a new volume (not the one in `original`) made from the
+/// manifest's snapshot of that device.
+fn assert_swapped_back(
+    rt: &tokio::runtime::Runtime,
+    ec2: &aws_sdk_ec2::Client,
+    id: &str,
+    original: &[(String, String, Option<String>)],
+    manifest: &Value,
+) {
+    let now = devices(rt, ec2, id);
+    for (device, old_volume, _) in original {
+        let (_, new_volume, from) = now.iter().find(|(d, _, _)| d == device).unwrap();
+        assert_ne!(new_volume, old_volume, "{device} swapped back");
+        let want = manifest["instances"][0]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["device"] == device.as_str())
+            .unwrap()["snapshot_id"]
+            .as_str()
+            .map(str::to_string);
+        assert_eq!(from, &want, "{device}");
+    }
+}
+
 /// The names in the outcome's `states`: every state left, in order.
 fn exited(outcome: &Value) -> Vec<&str> {
     outcome["states"]
@@ -595,19 +620,8 @@ fn destructive_failed_deploy_is_restored_and_fails_with_deploy_failed() {
     );
     // Each device is on a new volume from the backup's snapshot; the old ones are kept.
     let manifest = local.manifest(outcome["name"].as_str().unwrap());
-    let now = devices(&rt, &ec2, &id);
-    for (device, old_volume, _) in &original {
-        let (_, new_volume, from) = now.iter().find(|(d, _, _)| d == device).unwrap();
-        assert_ne!(new_volume, old_volume);
-        let want = manifest["instances"][0]["volumes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["device"] == device.as_str())
-            .unwrap()["snapshot_id"]
-            .as_str()
-            .map(str::to_string);
-        assert_eq!(from, &want, "{device}");
+    assert_swapped_back(&rt, &ec2, &id, &original, &manifest);
+    for (_, old_volume, _) in &original {
         let kept = rt
             .block_on(ec2.describe_volumes().volume_ids(old_volume).send())
             .unwrap();
@@ -895,20 +909,7 @@ exit 1
         "{report}"
     );
     let manifest = local.manifest(outcome["name"].as_str().unwrap());
-    for (device, old_volume, _) in &original {
-        let now = devices(&rt, &ec2, &id);
-        let (_, new_volume, from) = now.iter().find(|(d, _, _)| d == device).unwrap();
-        assert_ne!(new_volume, old_volume, "{device} swapped back");
-        let want = manifest["instances"][0]["volumes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["device"] == device.as_str())
-            .unwrap()["snapshot_id"]
-            .as_str()
-            .map(str::to_string);
-        assert_eq!(from, &want, "{device}");
-    }
+    assert_swapped_back(&rt, &ec2, &id, &original, &manifest);
     // The live database is exactly what the deploy left; no swap happened and the scratch
     // restore database is gone.
     assert_eq!(bed.table_checksums("shop"), expected);

@@ -273,14 +273,7 @@ async fn timeline(sfn: &aws_sdk_sfn::Client, arn: &str) -> Result<Vec<TimelineEn
             .set_next_token(token)
             .send()
             .await
-            .map_err(|e| {
-                let (code, reason) = crate::error::aws_code_and_reason(&e);
-                Error::StepFunctions {
-                    operation: "GetExecutionHistory",
-                    code,
-                    reason,
-                }
-            })?;
+            .map_err(|e| crate::pipeline::sfn_error("GetExecutionHistory", &e))?;
         for e in page.events() {
             let at = OffsetDateTime::from_unix_timestamp_nanos(e.timestamp().as_nanos())
                 .unwrap_or(OffsetDateTime::UNIX_EPOCH);

@@ -320,7 +320,10 @@ pub fn summarize_failure(status: &str, error: &str, cause: &str) -> String {
     text.chars().take(MAX_MESSAGE).collect()
 }
 
-fn sfn_error<E, R>(operation: &'static str, err: &aws_sdk_sfn::error::SdkError<E, R>) -> Error
+pub(crate) fn sfn_error<E, R>(
+    operation: &'static str,
+    err: &aws_sdk_sfn::error::SdkError<E, R>,
+) -> Error
 where
     E: aws_sdk_sfn::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug,

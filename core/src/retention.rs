@@ -239,14 +239,7 @@ pub async fn running_executions(
             .set_next_token(token)
             .send()
             .await
-            .map_err(|e| {
-                let (code, reason) = crate::error::aws_code_and_reason(&e);
-                Error::StepFunctions {
-                    operation: "ListExecutions",
-                    code,
-                    reason,
-                }
-            })?;
+            .map_err(|e| crate::pipeline::sfn_error("ListExecutions", &e))?;
         names.extend(page.executions().iter().map(|e| e.name().to_string()));
         token = page.next_token().map(str::to_string);
         if token.is_none() {
