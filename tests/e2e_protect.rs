@@ -151,6 +151,91 @@ impl Local {
             .collect()
     }
 
+    /// `aws ARGS` (the dev venv's CLI) against the local endpoint; its stdout.
+    fn aws(&self, args: &[&str]) -> String {
+        let out = Command::new(format!("{}/.venv/bin/aws", env!("CARGO_MANIFEST_DIR")))
+            .args([
+                "--endpoint-url",
+                &self.endpoint(),
+                "--region",
+                "us-east-1",
+                "--output",
+                "json",
+            ])
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "aws {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// A queue that receives every event with source `backstop` on the default bus.
+    fn events_queue(&self) -> String {
+        let url: Value = serde_json::from_str(&self.aws(&[
+            "sqs",
+            "create-queue",
+            "--queue-name",
+            "backstop-events",
+        ]))
+        .unwrap();
+        self.aws(&[
+            "events",
+            "put-rule",
+            "--name",
+            "backstop-events",
+            "--event-pattern",
+            r#"{"source": ["backstop"]}"#,
+        ]);
+        self.aws(&[
+            "events",
+            "put-targets",
+            "--rule",
+            "backstop-events",
+            "--targets",
+            "Id=queue,Arn=arn:aws:sqs:us-east-1:123456789012:backstop-events",
+        ]);
+        url["QueueUrl"].as_str().unwrap().to_string()
+    }
+
+    /// Every event the queue holds: (detail-type, detail).
+    fn events(&self, queue: &str) -> Vec<(String, Value)> {
+        let mut events = Vec::new();
+        loop {
+            let out = self.aws(&[
+                "sqs",
+                "receive-message",
+                "--queue-url",
+                queue,
+                "--max-number-of-messages",
+                "10",
+                "--visibility-timeout",
+                "600",
+            ]);
+            if out.trim().is_empty() {
+                return events;
+            }
+            let page: Value = serde_json::from_str(&out).unwrap();
+            let messages = page["Messages"].as_array().cloned().unwrap_or_default();
+            if messages.is_empty() {
+                return events;
+            }
+            for m in messages {
+                let event: Value = serde_json::from_str(m["Body"].as_str().unwrap()).unwrap();
+                assert_eq!(event["source"], "backstop", "{event}");
+                events.push((
+                    event["detail-type"].as_str().unwrap().to_string(),
+                    event["detail"].clone(),
+                ));
+            }
+        }
+    }
+
     /// One object of the local bucket.
     fn object(&self, key: &str) -> Vec<u8> {
         let s3 = common::s3_client(&self.endpoint());
@@ -450,6 +535,7 @@ fn happy_path_backs_up_deploys_checks_and_succeeds() {
     let ec2 = local.ec2(&rt);
     let id = instance(&rt, &ec2);
     let before = devices(&rt, &ec2, &id);
+    let queue = local.events_queue();
     let (run, outcome) = local.run(&run_document(&local, &id, "shop-deploy", orders.trim()));
     assert!(run.ok, "{}", run.all());
     assert_eq!(outcome["status"], "SUCCEEDED", "{outcome}");
@@ -482,6 +568,15 @@ fn happy_path_backs_up_deploys_checks_and_succeeds() {
         !local.keys(&rt).iter().any(|k| k.contains("incident")),
         "no incident report for a protected deploy"
     );
+    let published = local.events(&queue);
+    let kinds: Vec<&str> = published.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["BackupCompleted", "DeployProtected"],
+        "{published:?}"
+    );
+    assert_eq!(published[1].1["backup_id"], name, "{published:?}");
+    assert_eq!(published[1].1["commit"], "v1.5.0", "{published:?}");
     assert_eq!(devices(&rt, &ec2, &id), before, "nothing was restored");
 }
 
@@ -516,6 +611,7 @@ fn destructive_failed_deploy_is_restored_and_fails_with_deploy_failed() {
     let (ok, _) = local.run(&previous);
     assert!(ok.ok, "{}", ok.all());
     let original = devices(&rt, &ec2, &id);
+    let queue = local.events_queue();
     let (run, outcome) = local.run(&run_document(&local, &id, "shop-migrate", orders.trim()));
     let _ = std::fs::remove_file(&migration);
     assert!(!run.ok, "a failed deploy fails the run: {}", run.all());
@@ -593,6 +689,27 @@ fn destructive_failed_deploy_is_restored_and_fails_with_deploy_failed() {
         "{md}"
     );
     assert!(md.contains("| ReportDeployFailure |"), "{md}");
+    // People are told: the backup, then the failed deploy and what was restored.
+    let published = local.events(&queue);
+    let kinds: Vec<&str> = published.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["BackupCompleted", "DeployFailedRestored"],
+        "{published:?}"
+    );
+    let detail = &published[1].1;
+    assert_eq!(detail["backup_id"], name, "{detail}");
+    assert!(
+        detail["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("the deploy failed (CommandFailed); restored: database shop"),
+        "{detail}"
+    );
+    assert_eq!(
+        detail["incident_report"],
+        format!("s3://backstop-local/backstop/shop/{name}/incident.md")
+    );
     // The CLI reads it back.
     let shown = local.backstop(&[
         "incidents",
@@ -854,10 +971,13 @@ exit 1
     let ec2 = local.ec2(&rt);
     let id = instance(&rt, &ec2);
     let original = devices(&rt, &ec2, &id);
+    let queue = local.events_queue();
     let (run, outcome) = local.run(&run_document(&local, &id, "shop-deploy", orders.trim()));
     assert!(!run.ok, "{}", run.all());
     assert_eq!(outcome["status"], "FAILED", "{outcome}");
     assert_eq!(outcome["error"], "RestoreFailed", "{outcome}");
+    let kinds: Vec<String> = local.events(&queue).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(kinds, ["BackupCompleted", "RestoreFailed"]);
     // The database's restore stopped on the dump's SHA-256 (its size still matched); the
     // instance, its sibling in the restore Map, was restored all the same, and the cause
     // names both.

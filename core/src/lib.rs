@@ -31,6 +31,7 @@ pub mod http;
 pub mod incident;
 pub mod instance_backup;
 pub mod instance_restore;
+pub mod notify;
 pub mod pg;
 pub mod pgtls;
 pub mod pipeline;

@@ -25,6 +25,7 @@ use crate::instance_backup::{
     start_instance_backup, InstanceBackupRequest, InstanceJob,
 };
 use crate::instance_restore::{restore_instance_step, InstanceRestore, InstanceRestoreMode};
+use crate::notify::{Notifier, Outcome};
 use crate::pg::{check_counts, PgTools, Session};
 use crate::pipeline::PipelineJobs;
 use crate::poll::{JobStatus, PollPolicy};
@@ -43,6 +44,8 @@ pub struct Context {
     pub pipeline: PipelineJobs,
     /// Step Functions, for the execution history an incident report's timeline comes from.
     pub sfn: aws_sdk_sfn::Client,
+    /// Where outcomes are published (EventBridge, `BACKSTOP_EVENT_BUS`, default `default`).
+    pub events: Notifier,
     /// The protect state machine (`BACKSTOP_STATE_MACHINE_ARN`): pipeline-action starts it,
     /// prune keeps what its running executions use.
     pub state_machine_arn: Option<String>,
@@ -52,6 +55,7 @@ pub struct Context {
 
 impl Context {
     /// From the environment: `BACKSTOP_BUCKET` (required), `BACKSTOP_PREFIX`,
+    /// `BACKSTOP_EVENT_BUS` (where outcomes are published, default `default`),
     /// `BACKSTOP_STATE_MACHINE_ARN` (the execution pipeline-action starts), the standard AWS
     /// configuration, and `PG_BIN_DIR`/`PATH` for the PostgreSQL tools.
     pub async fn from_env() -> Result<Context, Error> {
@@ -59,6 +63,11 @@ impl Context {
         let prefix = std::env::var("BACKSTOP_PREFIX").unwrap_or_else(|_| DEFAULT_PREFIX.into());
         let shared = crate::dbconfig::load_aws_config().await;
         let mut ctx = Context::new(&shared, &bucket, &prefix)?;
+        if let Ok(bus) = std::env::var("BACKSTOP_EVENT_BUS") {
+            if !bus.is_empty() {
+                ctx.events = Notifier::new(aws_sdk_eventbridge::Client::new(&shared), bus);
+            }
+        }
         ctx.state_machine_arn = std::env::var("BACKSTOP_STATE_MACHINE_ARN")
             .ok()
             .filter(|a| !a.is_empty());
@@ -91,6 +100,7 @@ impl Context {
                 None,
             ),
             sfn: aws_sdk_sfn::Client::new(shared),
+            events: Notifier::new(aws_sdk_eventbridge::Client::new(shared), "default"),
             state_machine_arn: None,
             tools: PgTools::from_env(),
             secrets: crate::dbconfig::secrets_client(shared),
@@ -615,7 +625,19 @@ pub async fn verify(ctx: &Context, task: &VerifyTask) -> Result<serde_json::Valu
         VerifyTask::Backup {
             backup_id,
             application,
-        } => verify_backup_task(ctx, application, backup_id).await?,
+        } => {
+            let report = verify_backup_task(ctx, application, backup_id).await?;
+            ctx.events
+                .publish(
+                    Outcome::BackupCompleted,
+                    application,
+                    backup_id,
+                    &report.summary,
+                    serde_json::json!({}),
+                )
+                .await;
+            report
+        }
         VerifyTask::BackupFailed {
             backup_id,
             application,
@@ -625,6 +647,15 @@ pub async fn verify(ctx: &Context, task: &VerifyTask) -> Result<serde_json::Valu
             let summary = run_checks(ctx, run).await?;
             if let Some(id) = backup_id {
                 record_deployed(ctx, &run.application, id, &summary).await?;
+                ctx.events
+                    .publish(
+                        Outcome::DeployProtected,
+                        &run.application,
+                        id,
+                        &summary,
+                        serde_json::json!({"commit": run.version.commit}),
+                    )
+                    .await;
             }
             VerifyReport {
                 summary,
@@ -649,12 +680,40 @@ pub async fn verify(ctx: &Context, task: &VerifyTask) -> Result<serde_json::Valu
                 detail: detail.clone(),
                 restores: restores.clone(),
             };
-            write_report(&ctx.catalog, &ctx.ec2, &ctx.sfn, &task).await?;
-            VerifyReport {
-                summary: format!(
-                    "incident report written to {}",
-                    report_key(&ctx.catalog, &run.application, backup_id, "md")
+            let report = write_report(&ctx.catalog, &ctx.ec2, &ctx.sfn, &task).await?;
+            let key = report_key(&ctx.catalog, &run.application, backup_id, "md");
+            let (event, summary) = match report.restore_failure {
+                None => (
+                    Outcome::DeployFailedRestored,
+                    format!(
+                        "the deploy failed ({}); restored: {}",
+                        report.original_error,
+                        report.restored.join(", ")
+                    ),
                 ),
+                Some(why) => (
+                    Outcome::RestoreFailed,
+                    format!(
+                        "the deploy failed ({}) and the restore is incomplete: {why}",
+                        report.original_error
+                    ),
+                ),
+            };
+            ctx.events
+                .publish(
+                    event,
+                    &run.application,
+                    backup_id,
+                    &summary,
+                    serde_json::json!({
+                        "commit": run.version.commit,
+                        "execution_arn": execution_arn,
+                        "incident_report": format!("s3://{}/{key}", ctx.catalog.store.bucket()),
+                    }),
+                )
+                .await;
+            VerifyReport {
+                summary: format!("incident report written to {key}"),
                 cause: None,
             }
         }
@@ -729,6 +788,15 @@ async fn record_backup_failure(
         })
         .await?;
     let summary = format!("backup {backup_id} marked failed");
+    ctx.events
+        .publish(
+            Outcome::BackupFailed,
+            application,
+            backup_id,
+            &reason,
+            serde_json::json!({}),
+        )
+        .await;
     Ok(VerifyReport {
         summary,
         cause: Some(reason),
