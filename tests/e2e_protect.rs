@@ -110,6 +110,17 @@ impl Local {
         self.info["state_machine_arn"].as_str().unwrap()
     }
 
+    /// Asserts that the execution entered each of `states`.
+    fn assert_entered(&self, rt: &tokio::runtime::Runtime, outcome: &Value, states: &[&str]) {
+        let entered = self.entered(rt, outcome["execution_arn"].as_str().unwrap());
+        for s in states {
+            assert!(
+                entered.iter().any(|e| e == s),
+                "{s} not entered: {entered:?}"
+            );
+        }
+    }
+
     /// Every state the execution entered, in order (Map iterations included), from its
     /// history: unlike the outcome's `states`, this also names states that failed.
     fn entered(&self, rt: &tokio::runtime::Runtime, execution_arn: &str) -> Vec<String> {
@@ -794,18 +805,16 @@ fn http_check_still_failing_after_the_restore_fails_with_restore_failed() {
     ] {
         assert!(message.contains(&want), "{want:?} not in {message}");
     }
-    let entered = local.entered(&rt, outcome["execution_arn"].as_str().unwrap());
-    for s in [
-        "DeployLambda",
-        "VerifyDeploy",
-        "RestoreTargets",
-        "VerifyRestore",
-    ] {
-        assert!(
-            entered.iter().any(|e| e == s),
-            "{s} not entered: {entered:?}"
-        );
-    }
+    local.assert_entered(
+        &rt,
+        &outcome,
+        &[
+            "DeployLambda",
+            "VerifyDeploy",
+            "RestoreTargets",
+            "VerifyRestore",
+        ],
+    );
     assert!(
         health.hits() >= 2,
         "checked after the deploy and after the restore"
@@ -856,18 +865,16 @@ fn sql_check_failing_after_the_deploy_is_restored_and_fails_with_deploy_failed()
             .contains("1 SQL and 0 alarm check(s) passed"),
         "{cause}"
     );
-    let entered = local.entered(&rt, outcome["execution_arn"].as_str().unwrap());
-    for s in [
-        "DeployLambda",
-        "VerifyDeploy",
-        "RestoreTargets",
-        "VerifyRestore",
-    ] {
-        assert!(
-            entered.iter().any(|e| e == s),
-            "{s} not entered: {entered:?}"
-        );
-    }
+    local.assert_entered(
+        &rt,
+        &outcome,
+        &[
+            "DeployLambda",
+            "VerifyDeploy",
+            "RestoreTargets",
+            "VerifyRestore",
+        ],
+    );
     assert_eq!(bed.table_checksums("shop"), before);
 }
 
@@ -1000,20 +1007,18 @@ exit 1
         message.contains("the deploy failed with CommandFailed"),
         "{message}"
     );
-    let entered = local.entered(&rt, outcome["execution_arn"].as_str().unwrap());
-    for s in [
-        "VerifyBackup",
-        "DeployLambda",
-        "RestoreTargets",
-        "Restore",
-        "RestoreTargetFailed",
-        "VerifyRestore",
-    ] {
-        assert!(
-            entered.iter().any(|e| e == s),
-            "{s} not entered: {entered:?}"
-        );
-    }
+    local.assert_entered(
+        &rt,
+        &outcome,
+        &[
+            "VerifyBackup",
+            "DeployLambda",
+            "RestoreTargets",
+            "Restore",
+            "RestoreTargetFailed",
+            "VerifyRestore",
+        ],
+    );
     // Its incident report says what was not restored.
     let report: Value = serde_json::from_slice(&local.object(&format!(
         "backstop/shop/{}/incident.json",
