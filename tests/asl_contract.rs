@@ -334,7 +334,7 @@ fn every_path_the_asl_reads_exists_on_the_rust_types_it_flows_through() {
     let failed = after(
         "RestoreTargets",
         &failed,
-        json!([done, target_failed]),
+        json!([done.clone(), target_failed]),
         &exec,
     );
     let vr: VerifyTask = serde_json::from_value(payload("VerifyRestore", &failed, &exec)).unwrap();
@@ -409,6 +409,42 @@ fn every_path_the_asl_reads_exists_on_the_rust_types_it_flows_through() {
             "{name}: a failed report still fails"
         );
     }
+    // Guard mode enters the restore path directly: the backup's id, its recorded run and the
+    // stage failure, in the places the restore path reads them.
+    let entry = state("Entry");
+    assert_eq!(entry["Choices"][0]["Variable"], "$.restore_of");
+    assert_eq!(entry["Choices"][0]["Next"], "GuardRestore");
+    assert_eq!(entry["Default"], "Prepare");
+    assert_eq!(state("GuardRestore")["Next"], "RestoreTargets");
+    let guard_exec =
+        json!({"Execution": {"Name": "guard-20261125T150000Z-0badc0de", "Id": "arn:guard"}});
+    let guard_in = json!({"restore_of": {
+        "backup_id": "20261125T150000Z-0badc0de",
+        "run": s1["run"],
+        "failure": {"Error": "PipelineStageFailed", "Cause": "stage Deploy failed"}
+    }});
+    let entered = eval(
+        &state("GuardRestore")["Parameters"],
+        &guard_in,
+        &guard_exec,
+        "GuardRestore",
+    );
+    walk_loop("RestoreTargets", "Restore", &entered, &guard_exec, |p| {
+        let t: RestoreTask = serde_json::from_value(p).expect("restore reads a restore task");
+        assert_eq!(t.task.backup_id, "20261125T150000Z-0badc0de");
+        assert_eq!(t.restore_id, "guard-20261125T150000Z-0badc0de");
+    });
+    let guarded = after("RestoreTargets", &entered, json!([done]), &guard_exec);
+    let vr: VerifyTask =
+        serde_json::from_value(payload("VerifyRestore", &guarded, &guard_exec)).unwrap();
+    let VerifyTask::Restore {
+        backup_id, failure, ..
+    } = vr
+    else {
+        panic!("VerifyRestore sends mode restore")
+    };
+    assert_eq!(backup_id, "20261125T150000Z-0badc0de");
+    assert_eq!(failure["Error"], "PipelineStageFailed");
     // A failed backup is recorded in its manifest before the execution fails.
     let mut backup_failed = s1.clone();
     backup_failed["failure"] = json!({"Error": "DumpFailed", "Cause": "pg_dump: …"});

@@ -99,6 +99,7 @@ fn sixteen_concurrent_manifest_updates_lose_nothing() {
         }],
         error: None,
         deployed: None,
+        run: None,
     };
     bed.rt.block_on(async {
         let tasks: Vec<_> = (0..16)

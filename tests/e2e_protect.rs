@@ -110,6 +110,89 @@ impl Local {
         self.info["state_machine_arn"].as_str().unwrap()
     }
 
+    /// The Lambdas' task context on this endpoint and bucket, with `guard` watching the
+    /// `shop-pipeline:Deploy` stage.
+    fn context(&self, rt: &tokio::runtime::Runtime) -> backstop_core::tasks::Context {
+        let shared = rt.block_on(
+            aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .endpoint_url(self.endpoint())
+                .region(aws_config::Region::new("us-east-1"))
+                .credentials_provider(Credentials::new("testing", "testing", None, None, "t"))
+                .load(),
+        );
+        let mut ctx =
+            backstop_core::tasks::Context::new(&shared, "backstop-local", "backstop").unwrap();
+        ctx.state_machine_arn = Some(self.state_machine_arn().to_string());
+        ctx.guard = backstop_core::guard::GuardConfig::parse("shop-pipeline:Deploy").unwrap();
+        ctx
+    }
+
+    /// Invokes `backstop-<function>` through `backstop local`'s Lambda Invoke API (so it runs
+    /// where the run's environment is, as in the state machine); its result.
+    fn invoke(&self, function: &str, payload: &Value) -> Value {
+        let out = TempFile::new("invoke-out.json");
+        let run = Command::new(format!("{}/.venv/bin/aws", env!("CARGO_MANIFEST_DIR")))
+            .args(["--endpoint-url", self.info["router"].as_str().unwrap()])
+            .args([
+                "--region",
+                "us-east-1",
+                "--output",
+                "json",
+                "lambda",
+                "invoke",
+            ])
+            .args(["--function-name", &format!("backstop-{function}")])
+            .args(["--payload", &payload.to_string(), &out.path()])
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .output()
+            .unwrap();
+        let meta = String::from_utf8_lossy(&run.stdout).to_string();
+        let result: Value = serde_json::from_slice(&std::fs::read(out.path()).unwrap())
+            .unwrap_or_else(|e| panic!("{function}: {e}: {meta} {run:?}"));
+        assert!(
+            run.status.success() && !meta.contains("FunctionError"),
+            "{function} failed: {meta} {result}"
+        );
+        result
+    }
+
+    /// The names of every execution of the state machine.
+    fn executions(&self, rt: &tokio::runtime::Runtime) -> Vec<String> {
+        let listed = rt
+            .block_on(
+                self.sfn(rt)
+                    .list_executions()
+                    .state_machine_arn(self.state_machine_arn())
+                    .send(),
+            )
+            .unwrap();
+        listed
+            .executions()
+            .iter()
+            .map(|e| e.name().to_string())
+            .collect()
+    }
+
+    /// Waits for an execution to end; its description.
+    fn finished(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        arn: &str,
+    ) -> aws_sdk_sfn::operation::describe_execution::DescribeExecutionOutput {
+        let sfn = self.sfn(rt);
+        for _ in 0..600 {
+            let d = rt
+                .block_on(sfn.describe_execution().execution_arn(arn).send())
+                .unwrap();
+            if d.status().as_str() != "RUNNING" {
+                return d;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        panic!("{arn} still running after 3 minutes");
+    }
+
     /// Asserts that the execution entered each of `states`.
     fn assert_entered(&self, rt: &tokio::runtime::Runtime, outcome: &Value, states: &[&str]) {
         let entered = self.entered(rt, outcome["execution_arn"].as_str().unwrap());
@@ -1102,6 +1185,312 @@ fn two_databases_and_two_instances_go_through_the_map() {
     assert_eq!(names("instances", "instance_id"), want);
 }
 
+/// The stage event CodePipeline sends when stage `stage` of `shop-pipeline` changes state.
+fn stage_event(execution_id: &str, stage: &str, state: &str) -> Value {
+    json!({
+        "version": "0",
+        "id": format!("event-{}", rand_suffix()),
+        "detail-type": "CodePipeline Stage Execution State Change",
+        "source": "aws.codepipeline",
+        "account": "123456789012",
+        "time": "2026-11-25T14:03:11Z",
+        "region": "us-east-1",
+        "resources": ["arn:aws:codepipeline:us-east-1:123456789012:shop-pipeline"],
+        "detail": {"pipeline": "shop-pipeline", "execution-id": execution_id,
+                   "stage": stage, "state": state, "version": 1}
+    })
+}
+
+#[test]
+fn guard_mode_restores_the_backup_of_a_pipeline_execution_whose_deploy_stage_failed() {
+    let bed = shop_bed();
+    let before = bed.table_checksums("shop");
+    let orders = bed.pg.psql("shop", "SELECT count(*) FROM orders").unwrap();
+    let local = Local::start(&bed, &[("SHOP_DB_URL", bed.pg.url("shop"))], &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let queue = local.events_queue();
+    // The pipeline's Backstop stage: backup and checks, no deploy step (the pipeline's own
+    // Deploy stage deploys).
+    let doc = json!({
+        "application": "shop",
+        "version": {"commit": "v1.5.0", "pipeline_execution_id": "pipe-exec-1"},
+        "targets": [{"type": "database", "url_env": "SHOP_DB_URL"}],
+        "checks": {"sql": [{"query": "SELECT count(*) FROM orders", "expect": orders.trim()}]},
+        "policy": {"first_wait_seconds": 1, "max_wait_seconds": 2}
+    });
+    let (run, outcome) = local.run(&doc);
+    assert!(run.ok, "{}", run.all());
+    let backup_id = outcome["name"].as_str().unwrap().to_string();
+    let manifest = local.manifest(&backup_id);
+    assert_eq!(
+        manifest["run"]["version"]["pipeline_execution_id"], "pipe-exec-1",
+        "the verified backup records its run: {manifest}"
+    );
+    assert!(
+        manifest.get("deployed").is_none(),
+        "nothing was deployed yet: {manifest}"
+    );
+    // The pipeline's Deploy stage breaks the database, then fails.
+    bed.pg.psql_script("shop", DESTRUCTIVE_MIGRATION).unwrap();
+    assert_ne!(bed.table_checksums("shop"), before);
+    let ctx = local.context(&rt);
+    let guard = |event: Value| {
+        rt.block_on(backstop_core::tasks::invoke(&ctx, "guard", event))
+            .unwrap()
+    };
+
+    // Not a failure, or not a guarded stage: nothing starts.
+    let ignored = guard(stage_event("pipe-exec-1", "Deploy", "SUCCEEDED"));
+    assert_eq!(ignored["outcome"], "ignored", "{ignored}");
+    let ignored = guard(stage_event("pipe-exec-1", "Build", "FAILED"));
+    assert_eq!(ignored["outcome"], "ignored", "{ignored}");
+    assert_eq!(local.executions(&rt), vec![backup_id.clone()]);
+
+    let started = guard(stage_event("pipe-exec-1", "Deploy", "FAILED"));
+    assert_eq!(started["outcome"], "restore_started", "{started}");
+    assert_eq!(started["backup_id"], backup_id.as_str());
+    let arn = started["execution_arn"].as_str().unwrap().to_string();
+    // EventBridge delivers the same event again, while the restore runs and after it ended.
+    let again = guard(stage_event("pipe-exec-1", "Deploy", "FAILED"));
+    assert_eq!(again["outcome"], "already_started", "{again}");
+    assert_eq!(again["execution_arn"], arn.as_str());
+    let ended = local.finished(&rt, &arn);
+    assert_eq!(ended.status().as_str(), "FAILED", "{ended:?}");
+    assert_eq!(ended.error(), Some("DeployFailed"), "{ended:?}");
+    let cause: Value = serde_json::from_str(ended.cause().unwrap()).unwrap();
+    assert_eq!(cause["error"], "PipelineStageFailed", "{cause}");
+    assert!(
+        cause["cause"]
+            .as_str()
+            .unwrap()
+            .contains("stage Deploy of pipeline shop-pipeline"),
+        "{cause}"
+    );
+    assert_eq!(cause["backup_id"], backup_id.as_str(), "{cause}");
+    assert_eq!(
+        bed.table_checksums("shop"),
+        before,
+        "the data is back as the backup holds it"
+    );
+    local.assert_entered(
+        &rt,
+        &json!({"execution_arn": arn}),
+        &[
+            "Entry",
+            "GuardRestore",
+            "RestoreTargets",
+            "VerifyRestore",
+            "ReportDeployFailure",
+        ],
+    );
+    assert!(
+        !local
+            .entered(&rt, &arn)
+            .iter()
+            .any(|s| s == "Prepare" || s == "StartBackup"),
+        "guard mode takes no new backup"
+    );
+    let after_restore = guard(stage_event("pipe-exec-1", "Deploy", "FAILED"));
+    assert_eq!(
+        after_restore["outcome"], "already_started",
+        "{after_restore}"
+    );
+    assert_eq!(after_restore["status"], "FAILED", "{after_restore}");
+    // The incident report lies beside the backup.
+    let report: Value =
+        serde_json::from_slice(&local.object(&format!("backstop/shop/{backup_id}/incident.json")))
+            .unwrap();
+    assert_eq!(report["outcome"], "DeployFailed", "{report}");
+    assert_eq!(report["execution_arn"], arn.as_str(), "{report}");
+
+    // A pipeline execution Backstop took no backup for: reported, nothing restored.
+    let unknown = guard(stage_event("pipe-exec-unknown", "Deploy", "FAILED"));
+    assert_eq!(unknown["outcome"], "no_backup", "{unknown}");
+    let mut names = local.executions(&rt);
+    names.sort();
+    let mut expected = vec![backup_id.clone(), format!("guard-{backup_id}")];
+    expected.sort();
+    assert_eq!(names, expected, "exactly one restore execution was started");
+    let events = local.events(&queue);
+    let types: Vec<&str> = events.iter().map(|(t, _)| t.as_str()).collect();
+    assert!(types.contains(&"DeployFailedRestored"), "{types:?}");
+    let (_, no_backup) = events
+        .iter()
+        .find(|(t, _)| t == "GuardFoundNoBackup")
+        .unwrap_or_else(|| panic!("no GuardFoundNoBackup: {types:?}"));
+    assert_eq!(
+        no_backup["pipeline_execution_id"], "pipe-exec-unknown",
+        "{no_backup}"
+    );
+}
+
+/// Databases on the bed's server whose name starts with `prefix`.
+fn databases_named(bed: &Bed, prefix: &str) -> Vec<String> {
+    bed.pg
+        .psql(
+            "postgres",
+            &format!("SELECT datname FROM pg_database WHERE datname LIKE '{prefix}%'"),
+        )
+        .unwrap()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn restore_drill_restores_the_latest_good_backup_into_scratch_and_leaves_nothing() {
+    let bed = shop_bed();
+    let orders = bed.pg.psql("shop", "SELECT count(*) FROM orders").unwrap();
+    let local = Local::start(
+        &bed,
+        &[("SHOP_DB_URL", bed.pg.url("shop"))],
+        &[("shop-ok", "cat > /dev/null; echo '{}'".to_string())],
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ec2 = local.ec2(&rt);
+    let id = instance(&rt, &ec2);
+    let (run, outcome) = local.run(&run_document(&local, &id, "shop-ok", orders.trim()));
+    assert!(run.ok, "{}", run.all());
+    let backup_id = outcome["name"].as_str().unwrap().to_string();
+    let manifest = local.manifest(&backup_id);
+    let snapshots: Vec<String> = manifest["instances"][0]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["snapshot_id"].as_str().unwrap().to_string())
+        .collect();
+    let volumes_before = rt
+        .block_on(ec2.describe_volumes().send())
+        .unwrap()
+        .volumes()
+        .len();
+    let queue = local.events_queue();
+    let drill = || {
+        let out = local.invoke("drill", &json!({}));
+        let list = out
+            .as_array()
+            .unwrap_or_else(|| panic!("drill answered {out}"));
+        assert_eq!(list.len(), 1, "one application: {out}");
+        out[0].clone()
+    };
+    let leftovers = || {
+        let drill_volumes = rt
+            .block_on(
+                ec2.describe_volumes()
+                    .filters(
+                        Filter::builder()
+                            .name("tag-key")
+                            .values("backstop:drill")
+                            .build(),
+                    )
+                    .send(),
+            )
+            .unwrap();
+        (
+            databases_named(&bed, "backstop_verify"),
+            drill_volumes.volumes().len(),
+        )
+    };
+
+    let passed = drill();
+    assert_eq!(passed["passed"], true, "{passed}");
+    assert_eq!(passed["backup_id"], backup_id.as_str());
+    assert_eq!(passed["databases"][0]["database"], "shop");
+    assert_eq!(
+        passed["databases"][0]["tables_matched"],
+        manifest["databases"][0]["tables"].as_array().unwrap().len(),
+        "every table restored with the manifest's row count: {passed}"
+    );
+    let drilled: Vec<String> = passed["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["snapshot_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(drilled, snapshots, "a volume from each snapshot: {passed}");
+    assert_eq!(
+        passed["cleaned_up"].as_array().unwrap().len(),
+        snapshots.len(),
+        "{passed}"
+    );
+    assert_eq!(leftovers(), (vec![], 0), "the drill leaves nothing behind");
+    assert_eq!(
+        rt.block_on(ec2.describe_volumes().send())
+            .unwrap()
+            .volumes()
+            .len(),
+        volumes_before
+    );
+    let key = passed["report_key"].as_str().unwrap();
+    assert!(
+        key.starts_with(&format!("backstop/shop/{backup_id}/drill-")),
+        "{key}"
+    );
+    let stored: Value = serde_json::from_slice(&local.object(key)).unwrap();
+    assert_eq!(
+        stored, passed,
+        "the report in the catalog is the one returned"
+    );
+
+    // The dump is corrupted in place (same size, 16 bytes flipped): the drill fails on it,
+    // still drills the volumes, and again leaves nothing behind.
+    let dump_key = manifest["databases"][0]["artifact"]["key"]
+        .as_str()
+        .unwrap();
+    let mut dump = local.object(dump_key);
+    let middle = dump.len() / 2;
+    for b in &mut dump[middle..middle + 16] {
+        *b ^= 0xff;
+    }
+    let s3 = common::s3_client(&local.endpoint());
+    rt.block_on(
+        s3.put_object()
+            .bucket("backstop-local")
+            .key(dump_key)
+            .body(dump.into())
+            .send(),
+    )
+    .unwrap();
+    let failed = drill();
+    assert_eq!(failed["passed"], false, "{failed}");
+    let error = failed["databases"][0]["error"].as_str().unwrap();
+    assert!(error.starts_with("ChecksumMismatch"), "{error}");
+    assert!(
+        failed["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v["error"].is_null()),
+        "the volumes still pass: {failed}"
+    );
+    assert_eq!(
+        leftovers(),
+        (vec![], 0),
+        "a failed drill leaves nothing either"
+    );
+    let events = local.events(&queue);
+    let drills: Vec<(&str, &Value)> = events
+        .iter()
+        .filter(|(t, _)| t.starts_with("Drill"))
+        .map(|(t, d)| (t.as_str(), d))
+        .collect();
+    assert_eq!(
+        drills.iter().map(|(t, _)| *t).collect::<Vec<_>>(),
+        ["DrillPassed", "DrillFailed"],
+        "{events:?}"
+    );
+    assert!(
+        drills[1].1["summary"]
+            .as_str()
+            .unwrap()
+            .contains("database shop: ChecksumMismatch"),
+        "{:?}",
+        drills[1]
+    );
+}
+
 #[test]
 fn bad_run_documents_are_invalid_input_and_touch_nothing() {
     let bed = shop_bed();
@@ -1168,7 +1557,7 @@ fn bad_run_documents_are_invalid_input_and_touch_nothing() {
     );
     assert_eq!(
         local.entered(&rt, arn),
-        ["Prepare", "InvalidRunDocument"],
+        ["Entry", "Prepare", "InvalidRunDocument"],
         "only the document was read"
     );
     assert!(local.keys(&rt).is_empty(), "{:?}", local.keys(&rt));

@@ -2,6 +2,8 @@
 //! and `cargo lambda invoke` get what the state machine sends), and a missing or malformed
 //! field is `InvalidInput` before anything is touched.
 
+use backstop_core::drill::DrillTask;
+use backstop_core::guard::StageEvent;
 use backstop_core::pipeline::JobEvent;
 use backstop_core::run::RunDocument;
 use backstop_core::tasks::{
@@ -38,6 +40,20 @@ fn every_sample_event_is_a_valid_input_of_its_function() {
     assert_eq!(doc.version.commit.as_deref(), Some("3f2a9c1"));
     let prune: PruneTask = serde_json::from_value(event("prune")).unwrap();
     assert!(prune.dry_run, "the sample deletes nothing");
+    let drill: DrillTask = serde_json::from_value(event("drill")).unwrap();
+    assert!(
+        drill.application.is_none(),
+        "the schedule drills every application"
+    );
+    let stage = StageEvent::parse(event("guard")).unwrap();
+    assert_eq!(
+        (
+            stage.pipeline.as_str(),
+            stage.stage.as_str(),
+            stage.state.as_str()
+        ),
+        ("shop-pipeline", "Deploy", "FAILED")
+    );
     let listed: Vec<String> = std::fs::read_dir(format!("{}/events", env!("CARGO_MANIFEST_DIR")))
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
@@ -45,7 +61,7 @@ fn every_sample_event_is_a_valid_input_of_its_function() {
         .collect();
     assert_eq!(
         listed.len(),
-        8,
+        10,
         "a new event needs a check here: {listed:?}"
     );
 }
@@ -63,7 +79,20 @@ fn a_missing_or_malformed_field_is_invalid_input_and_calls_nothing() {
             ))
             .load(),
     );
-    let ctx = Context::new(&shared, "backups", "backstop").unwrap();
+    let mut ctx = Context::new(&shared, "backups", "backstop").unwrap();
+    ctx.guard = backstop_core::guard::GuardConfig::parse("shop-pipeline:Deploy").unwrap();
+    ctx.state_machine_arn = Some("arn:aws:states:us-east-1:123456789012:stateMachine:p".into());
+    let guard_without = |field: &str| {
+        let mut e = event("guard");
+        e["detail"].as_object_mut().unwrap().remove(field);
+        e
+    };
+    let mut guard_wrong_source = event("guard");
+    guard_wrong_source["source"] = json!("aws.codedeploy");
+    let mut guard_number_id = event("guard");
+    guard_number_id["detail"]["execution-id"] = json!(42);
+    let mut guard_empty_stage = event("guard");
+    guard_empty_stage["detail"]["stage"] = json!(" ");
     let mut no_backup_id = event("start-backup");
     no_backup_id.as_object_mut().unwrap().remove("backup_id");
     let mut bad_target = event("restore");
@@ -83,6 +112,19 @@ fn a_missing_or_malformed_field_is_invalid_input_and_calls_nothing() {
         ("pipeline-action", json!({"id": "job-without-envelope"})),
         ("prune", json!({"keep_last": "three", "max_age_days": 30})),
         ("prune", json!({"max_age_days": 30})),
+        ("guard", guard_without("execution-id")),
+        ("guard", guard_without("pipeline")),
+        ("guard", guard_without("state")),
+        ("guard", guard_wrong_source),
+        ("guard", guard_number_id),
+        ("guard", guard_empty_stage),
+        (
+            "guard",
+            json!({"detail-type": "Scheduled Event", "source": "aws.events"}),
+        ),
+        ("drill", json!({"volume_wait_seconds": "ten"})),
+        ("drill", json!({"applications": ["shop"]})),
+        ("drill", json!({"application": 7})),
         ("nothing", json!({})),
     ] {
         let err = rt

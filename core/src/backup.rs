@@ -177,6 +177,7 @@ pub async fn backup_database(
         instances: Vec::new(),
         error: None,
         deployed: None,
+        run: None,
     };
     let completed = async {
         let (uploaded, tables) = outcome?;

@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 
 use crate::error::Error;
 use crate::pg::TableCount;
+use crate::run::RunDocument;
 use crate::s3::S3Store;
 
 /// The manifest format this code writes and reads.
@@ -155,7 +156,7 @@ impl InstanceBackup {
 }
 
 /// The record of one backup.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     pub format_version: u32,
     pub backup_id: String,
@@ -179,6 +180,10 @@ pub struct Manifest {
     /// `app_version` is what runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployed: Option<Deployed>,
+    /// The run document this backup protects, recorded when the backup is verified: where
+    /// its targets are, the checks, the policy. Guard mode and restore drills restore from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunDocument>,
 }
 
 /// A deploy that passed its checks.
@@ -252,6 +257,7 @@ impl Manifest {
         m.started_at = m.started_at.min(self.started_at);
         m.finished_at = m.finished_at.max(self.finished_at);
         m.deployed = m.deployed.or(self.deployed);
+        m.run = m.run.or(self.run);
         m.settle_state();
         m
     }
@@ -472,9 +478,13 @@ impl Catalog {
         })
     }
 
-    /// Every manifest (of one application, when given), newest first. A malformed manifest
-    /// fails the listing with its key named, rather than being skipped silently.
-    pub async fn list(&self, application: Option<&str>) -> Result<Vec<Manifest>, Error> {
+    /// Every object whose key ends in `/<file_name>` under the backups of one application
+    /// (or of every application), with its key and body.
+    pub async fn objects_named(
+        &self,
+        application: Option<&str>,
+        file_name: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, Error> {
         self.store.check_bucket().await?;
         let apps = match application {
             Some(a) => {
@@ -483,24 +493,54 @@ impl Catalog {
             }
             None => self.applications().await?,
         };
-        let mut manifests = Vec::new();
+        let suffix = format!("/{file_name}");
+        let mut found = Vec::new();
         for app in apps {
             let keys = self
                 .store
                 .list(&format!("{}/{}/", self.prefix, app), None)
                 .await?;
-            for key in keys.iter().filter(|k| k.ends_with("/manifest.json")) {
-                if let Some(body) = self.store.get_bytes(key).await? {
-                    manifests.push(self.parse(key, &body)?);
+            for key in keys.into_iter().filter(|k| k.ends_with(&suffix)) {
+                if let Some(body) = self.store.get_bytes(&key).await? {
+                    found.push((key, body));
                 }
             }
         }
+        Ok(found)
+    }
+
+    /// Every manifest (of one application, when given), newest first. A malformed manifest
+    /// fails the listing with its key named, rather than being skipped silently.
+    pub async fn list(&self, application: Option<&str>) -> Result<Vec<Manifest>, Error> {
+        let mut manifests = self
+            .objects_named(application, "manifest.json")
+            .await?
+            .into_iter()
+            .map(|(key, body)| self.parse(&key, &body))
+            .collect::<Result<Vec<_>, _>>()?;
         manifests.sort_by(|a, b| {
             b.started_at
                 .cmp(&a.started_at)
                 .then_with(|| b.backup_id.cmp(&a.backup_id))
         });
         Ok(manifests)
+    }
+
+    /// The completed backup taken for CodePipeline execution `pipeline_execution_id` (its
+    /// recorded run document names it), newest first when there are several.
+    pub async fn find_by_pipeline_execution(
+        &self,
+        application: Option<&str>,
+        pipeline_execution_id: &str,
+    ) -> Result<Option<Manifest>, Error> {
+        Ok(self.list(application).await?.into_iter().find(|m| {
+            m.state == BackupState::Completed
+                && m.purpose == Purpose::Backup
+                && m.run
+                    .as_ref()
+                    .and_then(|r| r.version.pipeline_execution_id.as_deref())
+                    == Some(pipeline_execution_id)
+        }))
     }
 }
 

@@ -121,6 +121,9 @@ pub enum Error {
         code: String,
         reason: String,
     },
+    /// A restore drill found what it restored not to be what the backup recorded.
+    #[error("restore drill failed: {0}")]
+    DrillFailed(String),
     /// The backup has no incident report (its deploy did not fail, or ran before reports).
     #[error("backup {backup_id} has no incident report")]
     IncidentNotFound { backup_id: String },
@@ -211,6 +214,7 @@ impl Error {
             Error::Ec2 { .. } => "Ec2Error",
             Error::CloudWatch { .. } => "CloudWatchError",
             Error::IncidentNotFound { .. } => "IncidentNotFound",
+            Error::DrillFailed(_) => "DrillFailed",
             Error::StepFunctions { .. } => "StepFunctionsError",
             Error::CodePipeline { .. } => "CodePipelineError",
             Error::Throttled { .. } => "Throttled",
@@ -251,6 +255,7 @@ impl Error {
         "Ec2Error",
         "CloudWatchError",
         "IncidentNotFound",
+        "DrillFailed",
         "StepFunctionsError",
         "CodePipelineError",
         "Throttled",

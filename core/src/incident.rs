@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::catalog::{check_segment, Catalog, Manifest};
+use crate::catalog::{Catalog, Manifest};
 use crate::ec2::{Ec2, TAG_FAILED_STATE_OF};
 use crate::error::Error;
 use crate::instance_restore::TAG_REPLACED_IN;
@@ -273,7 +273,7 @@ async fn timeline(sfn: &aws_sdk_sfn::Client, arn: &str) -> Result<Vec<TimelineEn
             .set_next_token(token)
             .send()
             .await
-            .map_err(|e| crate::pipeline::sfn_error("GetExecutionHistory", &e))?;
+            .map_err(|e| crate::executions::sfn_error("GetExecutionHistory", &e))?;
         for e in page.events() {
             let at = OffsetDateTime::from_unix_timestamp_nanos(e.timestamp().as_nanos())
                 .unwrap_or(OffsetDateTime::UNIX_EPOCH);
@@ -367,25 +367,12 @@ pub async fn list(
     catalog: &Catalog,
     application: Option<&str>,
 ) -> Result<Vec<IncidentReport>, Error> {
-    let apps = match application {
-        Some(a) => {
-            check_segment("application", a)?;
-            vec![a.to_string()]
-        }
-        None => catalog.applications().await?,
-    };
-    let mut reports = Vec::new();
-    for app in apps {
-        let keys = catalog
-            .store
-            .list(&format!("{}/{}/", catalog.prefix, app), None)
-            .await?;
-        for key in keys.iter().filter(|k| k.ends_with("/incident.json")) {
-            if let Some(body) = catalog.store.get_bytes(key).await? {
-                reports.push(parse(catalog, key, &body)?);
-            }
-        }
-    }
+    let mut reports = catalog
+        .objects_named(application, "incident.json")
+        .await?
+        .into_iter()
+        .map(|(key, body)| parse(catalog, &key, &body))
+        .collect::<Result<Vec<_>, _>>()?;
     reports.sort_by_key(|r| std::cmp::Reverse(r.written_at));
     Ok(reports)
 }

@@ -593,6 +593,7 @@ pub async fn record_started(
                 instances: Vec::new(),
                 error: None,
                 deployed: None,
+                run: None,
             });
             for e in entries {
                 if !manifest

@@ -19,14 +19,25 @@
 //! - [`http`]: the HTTP(S) GET of the deployment checks.
 //! - [`poll`]: job status and the backed-off, bounded wait between polls.
 //! - [`progress`]: how long operations report bytes moved and what they wait on.
+//! - [`alarms`]: the CloudWatch alarm checks.
+//! - [`pipeline`]: the CodePipeline job worker (Lambda invoke action).
+//! - [`guard`]: guard mode: a failed pipeline stage restores the backup taken for it.
+//! - [`executions`]: starting Step Functions executions idempotently by name.
+//! - [`incident`]: incident reports of failed deploys.
+//! - [`notify`]: outcomes published on EventBridge.
+//! - [`retention`]: what the retention policy keeps and prunes.
+//! - [`drill`]: restore drills of the latest good backups into scratch.
 
 pub mod alarms;
 pub mod backup;
 pub mod catalog;
 pub mod dbconfig;
 pub mod download;
+pub mod drill;
 pub mod ec2;
 pub mod error;
+pub mod executions;
+pub mod guard;
 pub mod http;
 pub mod incident;
 pub mod instance_backup;

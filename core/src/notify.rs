@@ -1,6 +1,7 @@
 //! Telling people: events on EventBridge, source `backstop`, one per outcome
 //! (`BackupCompleted`, `BackupFailed`, `DeployProtected`, `DeployFailedRestored`,
-//! `RestoreFailed`), with the application, backup id and a short summary as detail. Rules
+//! `RestoreFailed`, `DrillPassed`, `DrillFailed`, `GuardFoundNoBackup`), with the application
+//! and backup id (when there is one) and a short summary as detail. Rules
 //! route them on (the template's optional SNS topic is one). A notification that cannot be
 //! sent is logged and never changes the outcome it reports.
 
@@ -17,6 +18,12 @@ pub enum Outcome {
     DeployProtected,
     DeployFailedRestored,
     RestoreFailed,
+    /// A restore drill restored the latest good backup into scratch and it matched.
+    DrillPassed,
+    /// A restore drill found a backup that does not restore as its manifest says.
+    DrillFailed,
+    /// Guard mode: a guarded stage failed in a pipeline execution that has no backup.
+    GuardFoundNoBackup,
 }
 
 impl Outcome {
@@ -28,6 +35,9 @@ impl Outcome {
             Outcome::DeployProtected => "DeployProtected",
             Outcome::DeployFailedRestored => "DeployFailedRestored",
             Outcome::RestoreFailed => "RestoreFailed",
+            Outcome::DrillPassed => "DrillPassed",
+            Outcome::DrillFailed => "DrillFailed",
+            Outcome::GuardFoundNoBackup => "GuardFoundNoBackup",
         }
     }
 }
@@ -56,11 +66,12 @@ impl Notifier {
         summary: &str,
         extra: Value,
     ) -> bool {
-        let mut detail = json!({
-            "application": application,
-            "backup_id": backup_id,
-            "summary": summary,
-        });
+        let mut detail = json!({ "summary": summary });
+        for (key, value) in [("application", application), ("backup_id", backup_id)] {
+            if !value.is_empty() {
+                detail[key] = json!(value);
+            }
+        }
         if let (Some(d), Value::Object(more)) = (detail.as_object_mut(), extra) {
             d.extend(more);
         }

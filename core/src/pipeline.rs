@@ -14,6 +14,7 @@ use aws_sdk_codepipeline::types::{ExecutionDetails, FailureDetails, FailureType}
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Named};
+use crate::executions::{sfn_error, start_named};
 use crate::run::RunDocument;
 
 /// The clients the worker answers jobs with, and the state machine it starts.
@@ -179,27 +180,9 @@ impl PipelineJobs {
         })?;
         let input = serde_json::to_string(doc)
             .map_err(|e| Error::InvalidInput(format!("run document: {e}")))?;
-        let started = self
-            .sfn
-            .start_execution()
-            .state_machine_arn(state_machine)
-            .name(name)
-            .input(input)
-            .send()
-            .await;
-        match started {
-            Ok(out) => Ok(out.execution_arn().to_string()),
-            Err(e)
-                if aws_sdk_sfn::error::ProvideErrorMetadata::code(&e)
-                    == Some("ExecutionAlreadyExists") =>
-            {
-                Ok(format!(
-                    "{}:{name}",
-                    state_machine.replacen(":stateMachine:", ":execution:", 1)
-                ))
-            }
-            Err(e) => Err(sfn_error("StartExecution", &e)),
-        }
+        Ok(start_named(&self.sfn, state_machine, name, &input)
+            .await?
+            .execution_arn)
     }
 
     async fn answer_continue(&self, job_id: &str, arn: &str, summary: &str) -> Result<(), Error> {
@@ -318,22 +301,6 @@ pub fn summarize_failure(status: &str, error: &str, cause: &str) -> String {
         ),
     };
     text.chars().take(MAX_MESSAGE).collect()
-}
-
-pub(crate) fn sfn_error<E, R>(
-    operation: &'static str,
-    err: &aws_sdk_sfn::error::SdkError<E, R>,
-) -> Error
-where
-    E: aws_sdk_sfn::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
-{
-    let (code, reason) = crate::error::aws_code_and_reason(err);
-    Error::StepFunctions {
-        operation,
-        code,
-        reason,
-    }
 }
 
 fn codepipeline_error<E, R>(

@@ -78,7 +78,10 @@ pub async fn plan(
                 "keep",
                 format!("one of the newest {} good backups", policy.keep_last),
             )
-        } else if running.contains(&m.backup_id) {
+        } else if running
+            .iter()
+            .any(|n| *n == m.backup_id || *n == crate::guard::execution_name(&m.backup_id))
+        {
             ("keep", "a running execution uses it".to_string())
         } else if age < policy.max_age {
             (
@@ -224,7 +227,8 @@ async fn delete_ec2_artifacts(ec2: &Ec2, backup_id: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// The names of the running executions of a state machine: the backup ids in use.
+/// The names of the running executions of a state machine: backup ids, or guard restores of
+/// them (`guard::execution_name`).
 pub async fn running_executions(
     sfn: &aws_sdk_sfn::Client,
     state_machine_arn: &str,
@@ -239,7 +243,7 @@ pub async fn running_executions(
             .set_next_token(token)
             .send()
             .await
-            .map_err(|e| crate::pipeline::sfn_error("ListExecutions", &e))?;
+            .map_err(|e| crate::executions::sfn_error("ListExecutions", &e))?;
         names.extend(page.executions().iter().map(|e| e.name().to_string()));
         token = page.next_token().map(str::to_string);
         if token.is_none() {

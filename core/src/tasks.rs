@@ -19,6 +19,7 @@ use crate::dbconfig::DbTarget;
 use crate::download::DownloadTuning;
 use crate::ec2::Ec2;
 use crate::error::Error;
+use crate::guard::GuardConfig;
 use crate::incident::{report_key, write_report, IncidentTask};
 use crate::instance_backup::{
     poll_instance_backup, poll_round, record_outcome, record_started, resolve_targets,
@@ -31,7 +32,7 @@ use crate::pipeline::PipelineJobs;
 use crate::poll::{JobStatus, PollPolicy};
 use crate::progress::Quiet;
 use crate::restore::{restore_database, RestoreMode, RestoreRequest};
-use crate::run::{AppVersion, Checks, Policy, RunDocument, Target, WaitFor};
+use crate::run::{AppVersion, Checks, Deploy, Policy, RunDocument, Target, WaitFor};
 use crate::s3::{client_for, S3Store};
 use crate::verify::verify_databases;
 
@@ -49,6 +50,8 @@ pub struct Context {
     /// The protect state machine (`BACKSTOP_STATE_MACHINE_ARN`): pipeline-action starts it,
     /// prune keeps what its running executions use.
     pub state_machine_arn: Option<String>,
+    /// The pipeline stages guard mode watches (`BACKSTOP_GUARD_STAGES`).
+    pub guard: GuardConfig,
     pub tools: PgTools,
     pub secrets: aws_sdk_secretsmanager::Client,
 }
@@ -56,7 +59,8 @@ pub struct Context {
 impl Context {
     /// From the environment: `BACKSTOP_BUCKET` (required), `BACKSTOP_PREFIX`,
     /// `BACKSTOP_EVENT_BUS` (where outcomes are published, default `default`),
-    /// `BACKSTOP_STATE_MACHINE_ARN` (the execution pipeline-action starts), the standard AWS
+    /// `BACKSTOP_STATE_MACHINE_ARN` (the execution pipeline-action starts),
+    /// `BACKSTOP_GUARD_STAGES` (guard mode's `pipeline:stage` list), the standard AWS
     /// configuration, and `PG_BIN_DIR`/`PATH` for the PostgreSQL tools.
     pub async fn from_env() -> Result<Context, Error> {
         let bucket = std::env::var("BACKSTOP_BUCKET").unwrap_or_default();
@@ -71,6 +75,8 @@ impl Context {
         ctx.state_machine_arn = std::env::var("BACKSTOP_STATE_MACHINE_ARN")
             .ok()
             .filter(|a| !a.is_empty());
+        ctx.guard =
+            GuardConfig::parse(&std::env::var("BACKSTOP_GUARD_STAGES").unwrap_or_default())?;
         ctx.pipeline = PipelineJobs::new(
             aws_sdk_codepipeline::Client::new(&shared),
             aws_sdk_sfn::Client::new(&shared),
@@ -102,6 +108,7 @@ impl Context {
             sfn: aws_sdk_sfn::Client::new(shared),
             events: Notifier::new(aws_sdk_eventbridge::Client::new(shared), "default"),
             state_machine_arn: None,
+            guard: GuardConfig::default(),
             tools: PgTools::from_env(),
             secrets: crate::dbconfig::secrets_client(shared),
         })
@@ -517,9 +524,13 @@ pub enum VerifyTask {
     Run { document: serde_json::Value },
     /// The backup's artifacts: dumps re-read (size, SHA-256, archive listing), snapshots
     /// present and not failed.
+    /// With the run document, the run is recorded in the manifest once the backup passes, so
+    /// guard mode and restore drills know its targets and checks.
     Backup {
         backup_id: String,
         application: String,
+        #[serde(default)]
+        run: Option<RunDocument>,
     },
     /// The backup failed: record it in the manifest (when one was written), so that the parts
     /// that did finish are never taken for a good backup. Returns the failure's cause.
@@ -625,8 +636,12 @@ pub async fn verify(ctx: &Context, task: &VerifyTask) -> Result<serde_json::Valu
         VerifyTask::Backup {
             backup_id,
             application,
+            run,
         } => {
             let report = verify_backup_task(ctx, application, backup_id).await?;
+            if let Some(run) = run {
+                record_run(ctx, application, backup_id, run).await?;
+            }
             ctx.events
                 .publish(
                     Outcome::BackupCompleted,
@@ -646,7 +661,11 @@ pub async fn verify(ctx: &Context, task: &VerifyTask) -> Result<serde_json::Valu
         VerifyTask::Deployment { run, backup_id } => {
             let summary = run_checks(ctx, run).await?;
             if let Some(id) = backup_id {
-                record_deployed(ctx, &run.application, id, &summary).await?;
+                // Without a deploy step the pipeline deploys later (guard mode): what runs now
+                // is not yet this run's version.
+                if run.deploy != Deploy::None {
+                    record_deployed(ctx, &run.application, id, &summary).await?;
+                }
                 ctx.events
                     .publish(
                         Outcome::DeployProtected,
@@ -734,6 +753,32 @@ async fn record_deployed(
     backup_id: &str,
     checks: &str,
 ) -> Result<(), Error> {
+    amend_manifest(ctx, application, backup_id, |m| {
+        m.deployed = Some(Deployed {
+            at: OffsetDateTime::now_utc(),
+            checks: checks.to_string(),
+        })
+    })
+    .await
+}
+
+/// Records in the backup's manifest the run document it protects.
+async fn record_run(
+    ctx: &Context,
+    application: &str,
+    backup_id: &str,
+    run: &RunDocument,
+) -> Result<(), Error> {
+    amend_manifest(ctx, application, backup_id, |m| m.run = Some(run.clone())).await
+}
+
+/// Changes an existing manifest; `BackupNotFound` when there is none.
+async fn amend_manifest(
+    ctx: &Context,
+    application: &str,
+    backup_id: &str,
+    change: impl Fn(&mut Manifest),
+) -> Result<(), Error> {
     ctx.catalog
         .update_manifest(application, backup_id, |current| {
             let mut m = current.ok_or_else(|| Error::BackupNotFound {
@@ -741,10 +786,7 @@ async fn record_deployed(
                 prefix: ctx.catalog.prefix.clone(),
                 backup_id: backup_id.to_string(),
             })?;
-            m.deployed = Some(Deployed {
-                at: OffsetDateTime::now_utc(),
-                checks: checks.to_string(),
-            });
+            change(&mut m);
             Ok(m)
         })
         .await?;
@@ -780,6 +822,7 @@ async fn record_backup_failure(
                 instances: Vec::new(),
                 error: None,
                 deployed: None,
+                run: None,
             });
             m.state = BackupState::Failed;
             m.error.get_or_insert_with(|| reason.clone());
@@ -1145,13 +1188,15 @@ pub async fn prune(ctx: &Context, task: &PruneTask) -> Result<crate::retention::
 }
 
 /// The functions of the state machine, by name.
-pub const FUNCTIONS: [&str; 6] = [
+pub const FUNCTIONS: [&str; 8] = [
     "start-backup",
     "poll-job",
     "restore",
     "verify",
     "pipeline-action",
     "prune",
+    "guard",
+    "drill",
 ];
 
 /// Runs function `name` on a JSON payload: what each Lambda does, and what the local invoke
@@ -1178,6 +1223,18 @@ pub async fn invoke(
         "verify" => verify(ctx, &input(name, payload)?).await,
         "pipeline-action" => output(ctx.pipeline.handle(payload).await?),
         "prune" => output(prune(ctx, &input(name, payload)?).await?),
+        "drill" => output(crate::drill::run(ctx, &input(name, payload)?).await?),
+        "guard" => output(
+            crate::guard::handle(
+                &ctx.catalog,
+                &ctx.sfn,
+                &ctx.events,
+                ctx.state_machine_arn.as_deref(),
+                &ctx.guard,
+                payload,
+            )
+            .await?,
+        ),
         other => Err(Error::InvalidInput(format!(
             "no function {other:?} (there are {})",
             FUNCTIONS.join(", ")
