@@ -27,8 +27,8 @@ use backstop_core::instance_restore::{restore_instance, InstanceRestore, Instanc
 use backstop_core::pg::PgTools;
 use backstop_core::poll::{JobStatus, PollPolicy};
 use backstop_core::restore::{restore_database, RestoreMode, RestoreRequest};
-use backstop_core::retention;
 use backstop_core::s3::{client_from_env, S3Store};
+use backstop_core::tasks::{self, Context, PruneTask};
 use backstop_core::verify::verify_backup;
 use backstop_core::Error;
 use clap::{Args, Parser, Subcommand};
@@ -561,31 +561,24 @@ async fn run(cli: Cli) -> Result<(), Error> {
             }
         }
         Command::Prune(args) => {
-            let catalog = catalog(&args.catalog).await?;
-            let ec2 = Ec2::from_env().await;
-            let running = match &args.state_machine_arn {
-                Some(arn) if !arn.is_empty() => {
-                    let sfn = aws_sdk_sfn::Client::new(&aws_config_load().await);
-                    retention::running_executions(&sfn, arn).await?
-                }
-                _ => Vec::new(),
-            };
-            let policy = retention::RetentionPolicy {
-                keep_last: args.keep_last,
-                max_age: std::time::Duration::from_secs(args.max_age_days.saturating_mul(86_400)),
-            };
-            let plan = retention::plan(
-                &catalog,
-                &ec2,
-                args.application.as_deref(),
-                &policy,
-                &running,
-                time::OffsetDateTime::now_utc(),
+            if args.catalog.bucket.trim().is_empty() {
+                return Err(Error::InvalidInput(
+                    "--bucket must not be empty".to_string(),
+                ));
+            }
+            let shared = aws_config_load().await;
+            let mut ctx = Context::new(&shared, &args.catalog.bucket, &args.catalog.prefix)?;
+            ctx.state_machine_arn = args.state_machine_arn.clone().filter(|a| !a.is_empty());
+            let plan = tasks::prune(
+                &ctx,
+                &PruneTask {
+                    keep_last: args.keep_last,
+                    max_age_days: args.max_age_days,
+                    dry_run: args.dry_run,
+                    application: args.application.clone(),
+                },
             )
             .await?;
-            if !args.dry_run {
-                retention::apply(&catalog, &ec2, &plan).await?;
-            }
             if json {
                 print_json(&serde_json::json!({"dry_run": args.dry_run, "plan": plan}));
             } else {
@@ -601,10 +594,20 @@ async fn run(cli: Cli) -> Result<(), Error> {
                         "prune", "-", v
                     );
                 }
+                for d in &plan.databases {
+                    println!(
+                        "{:<6} {:<16} {:<32} a {} database on {} older than the policy",
+                        "prune", "-", d.database, d.kind, d.server
+                    );
+                }
+                for s in &plan.servers_skipped {
+                    println!("{:<6} {:<16} {:<32} not searched: {s}", "skip", "-", "-");
+                }
                 println!(
-                    "{} backup(s) and {} volume(s) {}",
+                    "{} backup(s), {} volume(s) and {} database(s) {}",
                     plan.to_prune().count(),
                     plan.volumes.len(),
+                    plan.databases.len(),
                     if args.dry_run {
                         "would be pruned (dry run: nothing deleted)"
                     } else {

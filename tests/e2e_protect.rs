@@ -1492,6 +1492,112 @@ fn restore_drill_restores_the_latest_good_backup_into_scratch_and_leaves_nothing
 }
 
 #[test]
+fn prune_drops_the_failed_state_and_scratch_databases_older_than_the_policy() {
+    let bed = shop_bed();
+    let orders = bed.pg.psql("shop", "SELECT count(*) FROM orders").unwrap();
+    let local = Local::start(&bed, &[("SHOP_DB_URL", bed.pg.url("shop"))], &[]);
+    let doc = json!({
+        "application": "shop",
+        "targets": [{"type": "database", "url_env": "SHOP_DB_URL"}],
+        "checks": {"sql": [{"query": "SELECT count(*) FROM orders", "expect": orders.trim()}]},
+        "policy": {"first_wait_seconds": 1, "max_wait_seconds": 2}
+    });
+    let (run, _) = local.run(&doc);
+    assert!(run.ok, "{}", run.all());
+    let young = format!(
+        "shop_failed_{}",
+        backstop_core::restore::timestamp(time::OffsetDateTime::now_utc())
+    );
+    for db in [
+        "shop_failed_20200101000000",
+        young.as_str(),
+        "backstop_verify_20200101000000_0a1b",
+        "shopping_failed_20200101000000",
+    ] {
+        bed.pg.create_db(db).unwrap();
+    }
+    let left = || {
+        let mut all = databases_named(&bed, "shop");
+        all.extend(databases_named(&bed, "backstop_"));
+        all.sort();
+        all
+    };
+    let everything = left();
+    let prune = |dry_run: bool| {
+        local.invoke(
+            "prune",
+            &json!({"keep_last": 1, "max_age_days": 1, "dry_run": dry_run}),
+        )
+    };
+    let planned = |plan: &Value| -> Vec<(String, String)> {
+        plan["databases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                (
+                    d["database"].as_str().unwrap().to_string(),
+                    d["kind"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let expected = vec![
+        (
+            "backstop_verify_20200101000000_0a1b".to_string(),
+            "drill scratch".to_string(),
+        ),
+        (
+            "shop_failed_20200101000000".to_string(),
+            "failed state".to_string(),
+        ),
+    ];
+    let dry = prune(true);
+    let mut found = planned(&dry);
+    found.sort();
+    assert_eq!(found, expected, "{dry}");
+    assert_eq!(left(), everything, "a dry run drops nothing");
+    let done = prune(false);
+    let mut found = planned(&done);
+    found.sort();
+    assert_eq!(found, expected, "{done}");
+    let mut kept = vec![
+        "shop".to_string(),
+        young.clone(),
+        "shopping_failed_20200101000000".to_string(),
+    ];
+    kept.sort();
+    assert_eq!(
+        left(),
+        kept,
+        "the young failed state and what is not Backstop's stay"
+    );
+    assert!(
+        done["servers_skipped"].as_array().unwrap().is_empty(),
+        "{done}"
+    );
+
+    // The CLI runs without SHOP_DB_URL: it says so and searches no server.
+    let cli = local.backstop(&[
+        "--json",
+        "prune",
+        "--bucket",
+        "backstop-local",
+        "--keep-last",
+        "1",
+        "--max-age-days",
+        "1",
+        "--dry-run",
+    ]);
+    assert!(cli.ok, "{}", cli.all());
+    let out: Value = serde_json::from_str(&cli.stdout).unwrap();
+    let skipped = out["plan"]["servers_skipped"][0]
+        .as_str()
+        .unwrap_or_default();
+    assert!(skipped.contains("SHOP_DB_URL"), "{out}");
+}
+
+#[test]
 fn bad_run_documents_are_invalid_input_and_touch_nothing() {
     let bed = shop_bed();
     let local = Local::start(&bed, &[("SHOP_DB_URL", bed.pg.url("shop"))], &[]);

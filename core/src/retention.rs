@@ -5,8 +5,10 @@
 //! failed, so a half-pruned backup never looks restorable, then its images and snapshots
 //! (found by their `backstop:backup-id` tag, so parts a manifest missed go too) and its objects
 //! are deleted, the manifest last. Volumes a restore replaced (the kept failed state, tagged
-//! `backstop:failed-state-of`) go once older than `max_age`. A dry run plans and deletes
-//! nothing.
+//! `backstop:failed-state-of`) go once older than `max_age`, and so do the databases Backstop
+//! leaves on the servers of the recorded runs: the failed state a swap restore keeps
+//! (`<db>_failed_<time>`) and a drill's scratch database left by a crash
+//! (`backstop_verify_<time>_<n>`). A dry run plans and deletes nothing.
 
 use std::time::Duration;
 
@@ -14,8 +16,11 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::catalog::{BackupState, Catalog, Manifest, Purpose};
+use crate::dbconfig::DbTarget;
 use crate::ec2::{Ec2, TAG_BACKUP_ID, TAG_FAILED_STATE_OF};
 use crate::error::Error;
+use crate::pg::Session;
+use crate::restore::{derived_name, maintenance_target};
 
 /// How long backups live.
 #[derive(Clone, Copy, Debug)]
@@ -45,6 +50,22 @@ pub struct Plan {
     pub backups: Vec<Decision>,
     /// Replaced volumes (kept failed state) older than the policy.
     pub volumes: Vec<String>,
+    /// Databases Backstop left on a server, older than the policy.
+    pub databases: Vec<LeftDatabase>,
+    /// Servers whose left databases could not be looked at, and why.
+    pub servers_skipped: Vec<String>,
+}
+
+/// A database a restore or a drill left on a server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LeftDatabase {
+    /// `host:port`.
+    pub server: String,
+    pub database: String,
+    /// `failed state` (kept by a swap restore) or `drill scratch`.
+    pub kind: &'static str,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
 }
 
 impl Plan {
@@ -53,13 +74,15 @@ impl Plan {
     }
 }
 
-/// Decides, backup by backup, what to keep. `running` holds the names of running executions.
+/// Decides, backup by backup, what to keep. `running` holds the names of running executions;
+/// `servers` are the database targets whose servers are searched for left databases.
 pub async fn plan(
     catalog: &Catalog,
     ec2: &Ec2,
     application: Option<&str>,
     policy: &RetentionPolicy,
     running: &[String],
+    servers: &[DbTarget],
     now: OffsetDateTime,
 ) -> Result<Plan, Error> {
     let manifests = catalog.list(application).await?;
@@ -108,7 +131,101 @@ pub async fn plan(
         });
     }
     let volumes = replaced_volumes(ec2, policy, now).await?;
-    Ok(Plan { backups, volumes })
+    let (databases, servers_skipped) = left_databases(servers, policy, now).await;
+    Ok(Plan {
+        backups,
+        volumes,
+        databases,
+        servers_skipped,
+    })
+}
+
+/// `host:port` of a target.
+fn server_of(t: &DbTarget) -> String {
+    format!("{}:{}", t.host, t.port)
+}
+
+/// The databases Backstop left on the targets' servers, older than the policy; and the
+/// servers that could not be searched, with the reason (they are reported, not fatal).
+async fn left_databases(
+    targets: &[DbTarget],
+    policy: &RetentionPolicy,
+    now: OffsetDateTime,
+) -> (Vec<LeftDatabase>, Vec<String>) {
+    let mut by_server: std::collections::BTreeMap<String, (&DbTarget, Vec<String>)> =
+        Default::default();
+    for t in targets {
+        by_server
+            .entry(server_of(t))
+            .or_insert_with(|| (t, Vec::new()))
+            .1
+            .push(t.dbname.clone());
+    }
+    let mut found = Vec::new();
+    let mut skipped = Vec::new();
+    for (server, (target, dbnames)) in by_server {
+        let names = async {
+            Session::connect(&maintenance_target(target))
+                .await?
+                .query_first_text("SELECT string_agg(datname, E'\\n') FROM pg_database")
+                .await
+        }
+        .await;
+        let names = match names {
+            Ok(n) => n.unwrap_or_default(),
+            Err(e) => {
+                skipped.push(format!("{server}: {}", crate::error::Named(&e)));
+                continue;
+            }
+        };
+        for name in names.lines() {
+            let Some((kind, created_at)) = left_by_backstop(name, &dbnames) else {
+                continue;
+            };
+            if (now - created_at).whole_seconds() >= policy.max_age.as_secs() as i64 {
+                found.push(LeftDatabase {
+                    server: server.clone(),
+                    database: name.to_string(),
+                    kind,
+                    created_at,
+                });
+            }
+        }
+    }
+    (found, skipped)
+}
+
+/// What `name` is when Backstop left it on a server holding `targets`: the failed state a
+/// swap restore of one of them kept, or a drill's scratch database; with when it was made.
+pub fn left_by_backstop(name: &str, targets: &[String]) -> Option<(&'static str, OffsetDateTime)> {
+    if let Some((_, ts)) = name.rsplit_once("_failed_") {
+        let at = parse_timestamp(ts)?;
+        let suffix = format!("failed_{ts}");
+        return targets
+            .iter()
+            .any(|db| derived_name(db, &suffix) == name)
+            .then_some(("failed state", at));
+    }
+    let rest = name.strip_prefix("backstop_verify_")?;
+    let (ts, n) = rest.split_once('_')?;
+    let at = parse_timestamp(ts)?;
+    (n.len() == 4 && n.chars().all(|c| c.is_ascii_hexdigit())).then_some(("drill scratch", at))
+}
+
+/// `YYYYMMDDHHMMSS` (UTC), as `restore::timestamp` writes it.
+fn parse_timestamp(ts: &str) -> Option<OffsetDateTime> {
+    if ts.len() != 14 || !ts.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| ts[r].parse::<u32>().ok();
+    let date = time::Date::from_calendar_date(
+        n(0..4)? as i32,
+        time::Month::try_from(n(4..6)? as u8).ok()?,
+        n(6..8)? as u8,
+    )
+    .ok()?;
+    let t = time::Time::from_hms(n(8..10)? as u8, n(10..12)? as u8, n(12..14)? as u8).ok()?;
+    Some(time::PrimitiveDateTime::new(date, t).assume_utc())
 }
 
 fn describe(m: &Manifest, good: bool) -> &'static str {
@@ -153,8 +270,14 @@ async fn replaced_volumes(
 }
 
 /// Carries out a plan: each pruned backup is marked failed first, then its EC2 artifacts and
-/// objects are deleted, the manifest last; then the replaced volumes.
-pub async fn apply(catalog: &Catalog, ec2: &Ec2, plan: &Plan) -> Result<(), Error> {
+/// objects are deleted, the manifest last; then the replaced volumes and the left databases
+/// (on the servers of `servers`).
+pub async fn apply(
+    catalog: &Catalog,
+    ec2: &Ec2,
+    plan: &Plan,
+    servers: &[DbTarget],
+) -> Result<(), Error> {
     for d in plan.to_prune() {
         catalog
             .update_manifest(&d.application, &d.backup_id, |current| {
@@ -183,6 +306,16 @@ pub async fn apply(catalog: &Catalog, ec2: &Ec2, plan: &Plan) -> Result<(), Erro
         ec2.call("DeleteVolume", |c| c.delete_volume().volume_id(v).send())
             .await?;
         tracing::info!(volume = %v, "replaced volume deleted");
+    }
+    for d in &plan.databases {
+        let Some(target) = servers.iter().find(|t| server_of(t) == d.server) else {
+            continue;
+        };
+        Session::connect(&maintenance_target(target))
+            .await?
+            .drop_database(&d.database)
+            .await?;
+        tracing::info!(server = %d.server, database = %d.database, kind = d.kind, "dropped");
     }
     Ok(())
 }
@@ -248,6 +381,38 @@ pub async fn running_executions(
         token = page.next_token().map(str::to_string);
         if token.is_none() {
             return Ok(names);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_what_backstop_names_is_left_by_it() {
+        let targets = vec!["shop".to_string(), "x".repeat(60)];
+        let (kind, at) = left_by_backstop("shop_failed_20261125140311", &targets).unwrap();
+        assert_eq!(kind, "failed state");
+        assert_eq!(at, time::macros::datetime!(2026-11-25 14:03:11 UTC));
+        let long = derived_name(&"x".repeat(60), "failed_20261125140311");
+        assert_eq!(left_by_backstop(&long, &targets).unwrap().0, "failed state");
+        assert_eq!(
+            left_by_backstop("backstop_verify_20261125140311_0a1f", &[])
+                .unwrap()
+                .0,
+            "drill scratch"
+        );
+        for not_ours in [
+            "shop",
+            "stock_failed_20261125140311",
+            "shop_failed_2026112514031",
+            "shop_failed_20261399140311",
+            "backstop_verify_20261125140311",
+            "backstop_verify_20261125140311_zzzz",
+            "shopping_failed_20261125140311",
+        ] {
+            assert!(left_by_backstop(not_ours, &targets).is_none(), "{not_ours}");
         }
     }
 }

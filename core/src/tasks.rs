@@ -1163,6 +1163,8 @@ pub struct PruneTask {
 }
 
 /// prune: applies the retention policy (or, in a dry run, only plans it) and returns the plan.
+/// The servers searched for left databases are those of the database targets the catalog's
+/// recorded runs name; one that cannot be resolved here is listed in `servers_skipped`.
 pub async fn prune(ctx: &Context, task: &PruneTask) -> Result<crate::retention::Plan, Error> {
     let running = match &ctx.state_machine_arn {
         Some(arn) => crate::retention::running_executions(&ctx.sfn, arn).await?,
@@ -1172,17 +1174,37 @@ pub async fn prune(ctx: &Context, task: &PruneTask) -> Result<crate::retention::
         keep_last: task.keep_last,
         max_age: Duration::from_secs(task.max_age_days.saturating_mul(86_400)),
     };
-    let plan = crate::retention::plan(
+    let mut servers: Vec<DbTarget> = Vec::new();
+    let mut unresolved = Vec::new();
+    let mut seen = Vec::new();
+    for m in ctx.catalog.list(task.application.as_deref()).await? {
+        for target in m.run.iter().flat_map(|r| r.targets.iter()) {
+            if !matches!(target, Target::Database { .. }) || seen.contains(target) {
+                continue;
+            }
+            seen.push(target.clone());
+            match ctx.database(target).await {
+                Ok(db) if !servers.contains(&db) => servers.push(db),
+                Ok(_) => {}
+                Err(e) => {
+                    unresolved.push(format!("{}: {}", target.label(), crate::error::Named(&e)))
+                }
+            }
+        }
+    }
+    let mut plan = crate::retention::plan(
         &ctx.catalog,
         &ctx.ec2,
         task.application.as_deref(),
         &policy,
         &running,
+        &servers,
         OffsetDateTime::now_utc(),
     )
     .await?;
+    plan.servers_skipped.extend(unresolved);
     if !task.dry_run {
-        crate::retention::apply(&ctx.catalog, &ctx.ec2, &plan).await?;
+        crate::retention::apply(&ctx.catalog, &ctx.ec2, &plan, &servers).await?;
     }
     Ok(plan)
 }
