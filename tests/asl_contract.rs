@@ -345,7 +345,8 @@ fn every_path_the_asl_reads_exists_on_the_rust_types_it_flows_through() {
         restores,
         [
             TargetRestore::Completed {
-                detail: "0 of 1 snapshots completed".to_string()
+                detail: "0 of 1 snapshots completed".to_string(),
+                job: Some(serde_json::from_value(job_report("COMPLETED")["job"].clone()).unwrap()),
             },
             TargetRestore::Failed {
                 error: "ChecksumMismatch".to_string(),

@@ -15,7 +15,7 @@ use crate::error::Error;
 use crate::instance_restore::TAG_REPLACED_IN;
 use crate::pipeline::diagnostic_text;
 use crate::run::RunDocument;
-use crate::tasks::TargetRestore;
+use crate::tasks::{DeployFailedCause, Job, TargetRestore};
 
 /// The report format this code writes and reads.
 pub const INCIDENT_FORMAT: u32 = 1;
@@ -126,23 +126,14 @@ pub async fn write_report(
     let mut restore_failure = None;
     match task.outcome.as_str() {
         "DeployFailed" => {
-            let cause: serde_json::Value = task
+            let cause = task
                 .detail
                 .as_str()
-                .and_then(|c| serde_json::from_str(c).ok())
+                .and_then(DeployFailedCause::parse)
                 .unwrap_or_default();
-            restored = cause
-                .get("restored")
-                .and_then(|r| r.as_array())
-                .map(|r| {
-                    r.iter()
-                        .filter_map(|x| x.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let after = text(&cause, "checks_after_restore");
-            if !after.is_empty() {
-                checks.push(format!("after the restore: {after}"));
+            restored = cause.restored;
+            if !cause.checks_after_restore.is_empty() {
+                checks.push(format!("after the restore: {}", cause.checks_after_restore));
             }
         }
         _ => {
@@ -203,7 +194,7 @@ async fn running_before(catalog: &Catalog, this: &Manifest) -> Result<Option<Str
         .and_then(|m| m.app_version))
 }
 
-/// The failed state kept: databases named in the restores' details, and the volumes a restore
+/// The failed state kept: the databases the restore jobs kept, and the volumes a restore
 /// under this id replaced.
 async fn failed_state(
     ec2: &Ec2,
@@ -212,16 +203,16 @@ async fn failed_state(
 ) -> Result<Vec<String>, Error> {
     let mut kept: Vec<String> = restores
         .iter()
-        .filter_map(|r| {
-            let TargetRestore::Completed { detail: r } = r else {
-                return None;
-            };
-            let at = r.find("kept as ")?;
-            let name: String = r[at + 8..]
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            (!name.is_empty()).then(|| format!("database {name}"))
+        .filter_map(|r| match r {
+            TargetRestore::Completed {
+                job:
+                    Some(Job::DatabaseRestore {
+                        failed_state_database: Some(name),
+                        ..
+                    }),
+                ..
+            } => Some(format!("database {name}")),
+            _ => None,
         })
         .collect();
     let out = ec2

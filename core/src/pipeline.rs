@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Named};
 use crate::executions::{sfn_error, start_named};
 use crate::run::RunDocument;
+use crate::tasks::DeployFailedCause;
 
 /// The clients the worker answers jobs with, and the state machine it starts.
 #[derive(Clone, Debug)]
@@ -263,26 +264,20 @@ pub fn diagnostic_text(cause: &str) -> String {
 pub fn summarize_failure(status: &str, error: &str, cause: &str) -> String {
     let text = match error {
         "DeployFailed" => {
-            let v: serde_json::Value = serde_json::from_str(cause).unwrap_or_default();
-            let field = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("");
-            let restored: Vec<&str> = v
-                .get("restored")
-                .and_then(|r| r.as_array())
-                .map(|r| r.iter().filter_map(|x| x.as_str()).collect())
-                .unwrap_or_default();
-            let mut what = diagnostic_text(field("cause"));
-            if !what.starts_with(&format!("{}:", field("error"))) {
-                what = format!("{}: {what}", field("error"));
+            let c = DeployFailedCause::parse(cause).unwrap_or_default();
+            let mut what = diagnostic_text(&c.cause);
+            if !what.starts_with(&format!("{}:", c.error)) {
+                what = format!("{}: {what}", c.error);
             }
             format!(
                 "The deploy failed ({what}). Backstop restored {} from backup {}, and the \
                  checks pass again.",
-                if restored.is_empty() {
+                if c.restored.is_empty() {
                     "nothing".to_string()
                 } else {
-                    restored.join(", ")
+                    c.restored.join(", ")
                 },
-                field("backup_id"),
+                c.backup_id,
             )
         }
         "RestoreFailed" => format!(

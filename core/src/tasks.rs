@@ -41,8 +41,8 @@ pub struct Context {
     pub catalog: Catalog,
     pub ec2: Ec2,
     pub alarms: Alarms,
-    /// The CodePipeline job worker (pipeline-action).
-    pub pipeline: PipelineJobs,
+    /// CodePipeline, answered by the job worker (pipeline-action).
+    pub codepipeline: aws_sdk_codepipeline::Client,
     /// Step Functions, for the execution history an incident report's timeline comes from.
     pub sfn: aws_sdk_sfn::Client,
     /// Where outcomes are published (EventBridge, `BACKSTOP_EVENT_BUS`, default `default`).
@@ -77,11 +77,6 @@ impl Context {
             .filter(|a| !a.is_empty());
         ctx.guard =
             GuardConfig::parse(&std::env::var("BACKSTOP_GUARD_STAGES").unwrap_or_default())?;
-        ctx.pipeline = PipelineJobs::new(
-            aws_sdk_codepipeline::Client::new(&shared),
-            aws_sdk_sfn::Client::new(&shared),
-            ctx.state_machine_arn.clone(),
-        );
         Ok(ctx)
     }
 
@@ -100,11 +95,7 @@ impl Context {
             catalog: Catalog::new(S3Store::new(client_for(shared), bucket), prefix)?,
             ec2: Ec2::new(aws_sdk_ec2::Client::new(shared), Default::default()),
             alarms: Alarms::new(aws_sdk_cloudwatch::Client::new(shared), Default::default()),
-            pipeline: PipelineJobs::new(
-                aws_sdk_codepipeline::Client::new(shared),
-                aws_sdk_sfn::Client::new(shared),
-                None,
-            ),
+            codepipeline: aws_sdk_codepipeline::Client::new(shared),
             sfn: aws_sdk_sfn::Client::new(shared),
             events: Notifier::new(aws_sdk_eventbridge::Client::new(shared), "default"),
             state_machine_arn: None,
@@ -583,13 +574,13 @@ pub enum VerifyTask {
 pub enum TargetRestore {
     Completed {
         detail: String,
+        /// The finished job: for a database, where its failed state is kept.
+        #[serde(default)]
+        job: Option<Job>,
     },
     /// `error` and `cause` as Step Functions caught them (`cause` is the function's
     /// `{errorType, errorMessage}` JSON).
-    Failed {
-        error: String,
-        cause: String,
-    },
+    Failed { error: String, cause: String },
 }
 
 impl TargetRestore {
@@ -603,6 +594,27 @@ impl TargetRestore {
             .and_then(|v| v.get("errorMessage")?.as_str().map(str::to_string))
             .unwrap_or_else(|| cause.clone());
         Some(format!("{error}: {message}"))
+    }
+}
+
+/// The cause a `DeployFailed` execution ends with (as JSON): the original failure, the backup,
+/// what was restored and the checks after the restore. Verify (mode `restore`) writes it; the
+/// incident report and the pipeline worker's summary read it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployFailedCause {
+    pub error: String,
+    pub cause: String,
+    pub backup_id: String,
+    #[serde(default)]
+    pub restored: Vec<String>,
+    #[serde(default)]
+    pub checks_after_restore: String,
+}
+
+impl DeployFailedCause {
+    /// Reads the cause text; `None` when it is not this shape.
+    pub fn parse(text: &str) -> Option<DeployFailedCause> {
+        serde_json::from_str(text).ok()
     }
 }
 
@@ -1065,16 +1077,19 @@ async fn verify_restore(
         )),
         other => other,
     })?;
-    let cause = serde_json::json!({
-        "error": original("Error"),
-        "cause": original("Cause"),
-        "backup_id": backup_id,
-        "restored": restored,
-        "checks_after_restore": checks,
-    });
+    let cause = DeployFailedCause {
+        error: original("Error").to_string(),
+        cause: original("Cause").to_string(),
+        backup_id: backup_id.to_string(),
+        restored,
+        checks_after_restore: checks.clone(),
+    };
     Ok(VerifyReport {
         summary: format!("restored: {restored_text}; {checks}"),
-        cause: Some(cause.to_string()),
+        cause: Some(
+            serde_json::to_string(&cause)
+                .map_err(|e| Error::InvalidInput(format!("deploy failure cause: {e}")))?,
+        ),
     })
 }
 
@@ -1243,7 +1258,15 @@ pub async fn invoke(
         "poll-job" => output(poll_job(ctx, &input(name, payload)?).await?),
         "restore" => output(restore(ctx, &input(name, payload)?).await?),
         "verify" => verify(ctx, &input(name, payload)?).await,
-        "pipeline-action" => output(ctx.pipeline.handle(payload).await?),
+        "pipeline-action" => output(
+            PipelineJobs::new(
+                ctx.codepipeline.clone(),
+                ctx.sfn.clone(),
+                ctx.state_machine_arn.clone(),
+            )
+            .handle(payload)
+            .await?,
+        ),
         "prune" => output(prune(ctx, &input(name, payload)?).await?),
         "drill" => output(crate::drill::run(ctx, &input(name, payload)?).await?),
         "guard" => output(
