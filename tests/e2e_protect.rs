@@ -1644,15 +1644,7 @@ fn bad_run_documents_are_invalid_input_and_touch_nothing() {
         )
         .unwrap();
     let arn = started.execution_arn();
-    let described = loop {
-        let d = rt
-            .block_on(sfn.describe_execution().execution_arn(arn).send())
-            .unwrap();
-        if d.status().as_str() != "RUNNING" {
-            break d;
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    };
+    let described = local.finished(&rt, arn);
     assert_eq!(described.status().as_str(), "FAILED", "{described:?}");
     assert_eq!(described.error(), Some("InvalidInput"), "{described:?}");
     let cause: Value = serde_json::from_str(described.cause().unwrap()).unwrap();

@@ -4,6 +4,8 @@
 //! `InvalidInput`. Every AWS call goes to a closed port with retries off, so an input that
 //! does parse fails fast without touching anything.
 
+mod common;
+
 use backstop_core::drill::DrillTask;
 use backstop_core::guard::StageEvent;
 use backstop_core::pipeline::JobEvent;
@@ -136,19 +138,7 @@ struct Bench {
 
 fn bench() -> Bench {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let shared = rt.block_on(
-        aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url("http://127.0.0.1:1")
-            .region(aws_config::Region::new("us-east-1"))
-            .retry_config(aws_config::retry::RetryConfig::disabled())
-            .credentials_provider(aws_sdk_s3::config::Credentials::new(
-                "x", "x", None, None, "t",
-            ))
-            .load(),
-    );
-    let mut ctx = Context::new(&shared, "backups", "backstop").unwrap();
-    ctx.guard = backstop_core::guard::GuardConfig::parse("shop-pipeline:Deploy").unwrap();
-    ctx.state_machine_arn = Some("arn:aws:states:us-east-1:123456789012:stateMachine:p".into());
+    let ctx = common::closed_port_context(&rt);
     Bench { rt, ctx }
 }
 

@@ -2,6 +2,8 @@
 //! and `cargo lambda invoke` get what the state machine sends), and a missing or malformed
 //! field is `InvalidInput` before anything is touched.
 
+mod common;
+
 use backstop_core::drill::DrillTask;
 use backstop_core::guard::StageEvent;
 use backstop_core::pipeline::JobEvent;
@@ -70,18 +72,7 @@ fn every_sample_event_is_a_valid_input_of_its_function() {
 fn a_missing_or_malformed_field_is_invalid_input_and_calls_nothing() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     // Every AWS call would go to a closed port and fail with another error.
-    let shared = rt.block_on(
-        aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url("http://127.0.0.1:1")
-            .region(aws_config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_s3::config::Credentials::new(
-                "x", "x", None, None, "t",
-            ))
-            .load(),
-    );
-    let mut ctx = Context::new(&shared, "backups", "backstop").unwrap();
-    ctx.guard = backstop_core::guard::GuardConfig::parse("shop-pipeline:Deploy").unwrap();
-    ctx.state_machine_arn = Some("arn:aws:states:us-east-1:123456789012:stateMachine:p".into());
+    let ctx = common::closed_port_context(&rt);
     let guard_without = |field: &str| {
         let mut e = event("guard");
         e["detail"].as_object_mut().unwrap().remove(field);
@@ -136,6 +127,10 @@ fn a_missing_or_malformed_field_is_invalid_input_and_calls_nothing() {
             "{function} {payload}: {err}"
         );
     }
+    let shared = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .build();
     let missing = Context::new(&shared, "", "backstop").err().unwrap();
     assert_eq!(missing.error_type(), "InvalidInput");
 }

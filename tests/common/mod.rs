@@ -267,3 +267,20 @@ pub const SHOP_SCHEMA: &str = include_str!("../../examples/shop.sql");
 
 /// What a bad deploy does: drops a column, deletes rows, replaces a view, adds a table.
 pub const DESTRUCTIVE_MIGRATION: &str = include_str!("../../examples/destructive-migration.sql");
+
+/// The Lambdas' task context with every AWS call going to a closed port, retries off (so a
+/// call fails at once and touches nothing), and guard mode watching `shop-pipeline:Deploy`.
+pub fn closed_port_context(rt: &tokio::runtime::Runtime) -> backstop_core::tasks::Context {
+    let shared = rt.block_on(
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url("http://127.0.0.1:1")
+            .region(aws_config::Region::new("us-east-1"))
+            .retry_config(aws_config::retry::RetryConfig::disabled())
+            .credentials_provider(Credentials::new("x", "x", None, None, "t"))
+            .load(),
+    );
+    let mut ctx = backstop_core::tasks::Context::new(&shared, "backups", "backstop").unwrap();
+    ctx.guard = backstop_core::guard::GuardConfig::parse("shop-pipeline:Deploy").unwrap();
+    ctx.state_machine_arn = Some("arn:aws:states:us-east-1:123456789012:stateMachine:p".into());
+    ctx
+}
