@@ -7,8 +7,7 @@
 //! The demo then shows what the deploy broke (in the kept failed database), the proof that
 //! the data is back, and the incident report Backstop wrote. It drives the real `backstop` binary, as an operator would.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 use backstop_testbed::PgCluster;
@@ -16,6 +15,10 @@ use serde_json::{json, Value};
 
 const SHOP: &str = include_str!("shop.sql");
 const MIGRATION: &str = include_str!("destructive-migration.sql");
+
+#[path = "support/local.rs"]
+mod local;
+use local::LocalServer;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -38,31 +41,16 @@ impl Phase {
     }
 }
 
-/// `backstop local`, stopped (SIGTERM, which stops its moto) on drop.
+/// The demo's `backstop local`, its PostgreSQL and the CLI.
 struct Local {
-    child: Child,
-    endpoint: String,
-    state_machine_arn: String,
+    server: LocalServer,
     pg: PgCluster,
     backstop: std::path::PathBuf,
 }
 
-impl Drop for Local {
-    fn drop(&mut self) {
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let _ = self.child.wait();
-    }
-}
-
 impl Local {
     fn aws_env(&self, cmd: &mut Command) {
-        cmd.env("AWS_ENDPOINT_URL", &self.endpoint)
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_DEFAULT_REGION", "us-east-1")
-            .env("AWS_ACCESS_KEY_ID", "demo")
-            .env("AWS_SECRET_ACCESS_KEY", "demo");
+        self.server.aws_env(cmd);
     }
 
     /// Runs `backstop ARGS`; its stdout.
@@ -207,25 +195,15 @@ fn run() -> Result<()> {
         pg.bin_dir().display(),
         migration.display()
     );
-    let mut child = Command::new(&backstop)
-        .args(["local", "--bucket", "shop-backups", "--function"])
-        .arg(format!("shop-deploy={deploy}"))
-        .env("SHOP_DB_URL", pg.url("shop"))
-        .env("PG_BIN_DIR", pg.bin_dir())
-        .env_remove("BACKSTOP_LOG")
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
-    let info: Value =
-        serde_json::from_str(&line).map_err(|e| format!("backstop local printed {line:?}: {e}"))?;
+    let server = LocalServer::start(
+        Command::new(&backstop)
+            .args(["local", "--bucket", "shop-backups", "--function"])
+            .arg(format!("shop-deploy={deploy}"))
+            .env("SHOP_DB_URL", pg.url("shop"))
+            .env("PG_BIN_DIR", pg.bin_dir()),
+    )?;
     let local = Local {
-        child,
-        endpoint: info["endpoint"].as_str().unwrap_or_default().to_string(),
-        state_machine_arn: info["state_machine_arn"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
+        server,
         pg,
         backstop,
     };
@@ -243,7 +221,7 @@ fn run() -> Result<()> {
     ])?;
     println!(
         "   moto at {} (state machine backstop-protect)",
-        local.endpoint
+        local.server.endpoint
     );
     println!(
         "   PostgreSQL `shop` on 127.0.0.1:{}: 500 customers, 200 products, 4000 orders",
@@ -278,7 +256,7 @@ fn run() -> Result<()> {
         "run",
         "--json",
         "--state-machine-arn",
-        &local.state_machine_arn,
+        &local.server.state_machine_arn,
         "--input",
     ])
     .arg(&run_file);

@@ -14,13 +14,17 @@
 //! number of states the execution entered (what Step Functions bills as state transitions),
 //! read from its history through `backstop run`.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use backstop_core::tasks::{poll_job, start_backup, Context, Job, JobReport, TargetTask};
 use serde_json::{json, Value};
+
+#[path = "support/local.rs"]
+mod local;
+use local::{aws_env, LocalServer};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -41,30 +45,6 @@ fn main() {
         eprintln!("transitions: {e}");
         std::process::exit(1);
     }
-}
-
-/// `backstop local`, stopped (SIGTERM, which stops its moto) on drop.
-struct Local {
-    child: Child,
-    endpoint: String,
-    state_machine_arn: String,
-}
-
-impl Drop for Local {
-    fn drop(&mut self) {
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let _ = self.child.wait();
-    }
-}
-
-fn aws_env(cmd: &mut Command, endpoint: &str) {
-    cmd.env("AWS_ENDPOINT_URL", endpoint)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing");
 }
 
 /// One measured execution.
@@ -92,32 +72,19 @@ fn run() -> Result<()> {
     let clock = dir.join("clock");
     std::fs::write(&clock, "0")?;
     let stand_in = |f: &str| format!("backstop-{f}={} stand-in {f}", exe.display());
-    let mut child = Command::new(&backstop)
-        .args(["local", "--bucket", BUCKET, "--function"])
-        .arg(stand_in("start-backup"))
-        .arg("--function")
-        .arg(stand_in("poll-job"))
-        .env(
-            "BACKSTOP_MOTO_SERVER",
-            root.join("bench/moto-virtual-clock"),
-        )
-        .env("BACKSTOP_VIRTUAL_CLOCK", &clock)
-        .env("BENCH_DIR", &dir)
-        .env_remove("BACKSTOP_LOG")
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
-    let info: Value =
-        serde_json::from_str(&line).map_err(|e| format!("backstop local printed {line:?}: {e}"))?;
-    let local = Local {
-        child,
-        endpoint: info["endpoint"].as_str().unwrap_or_default().to_string(),
-        state_machine_arn: info["state_machine_arn"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-    };
+    let local = LocalServer::start(
+        Command::new(&backstop)
+            .args(["local", "--bucket", BUCKET, "--function"])
+            .arg(stand_in("start-backup"))
+            .arg("--function")
+            .arg(stand_in("poll-job"))
+            .env(
+                "BACKSTOP_MOTO_SERVER",
+                root.join("bench/moto-virtual-clock"),
+            )
+            .env("BACKSTOP_VIRTUAL_CLOCK", &clock)
+            .env("BENCH_DIR", &dir),
+    )?;
     std::fs::write(dir.join("endpoint"), &local.endpoint)?;
     let instance = create_instance(&root, &local.endpoint)?;
 
@@ -155,7 +122,7 @@ fn run() -> Result<()> {
         ])
         .arg(&input)
         .env_remove("BACKSTOP_LOG");
-        aws_env(&mut cmd, &local.endpoint);
+        local.aws_env(&mut cmd);
         let out = cmd.output()?;
         let outcome: Value = serde_json::Deserializer::from_slice(&out.stdout)
             .into_iter::<Value>()
