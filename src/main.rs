@@ -62,9 +62,14 @@ enum Command {
     /// Incident reports of failed deploys (written beside their backups).
     #[command(subcommand)]
     Incidents(IncidentsCommand),
-    /// Delete backups, forensic dumps and replaced volumes older than the policy; never the
-    /// newest good backups of an application, nor one a running execution uses.
+    /// Delete backups, forensic dumps, replaced volumes and left databases older than the
+    /// policy; never the newest good backups of an application, nor one a running execution
+    /// uses.
     Prune(PruneArgs),
+    /// Restore drill: the latest good backup of each application restored into a scratch
+    /// database and unattached volumes, checked against its manifest, and removed; the report
+    /// goes beside the backup. Exits non-zero when a drill fails.
+    Drill(DrillArgs),
     /// Run the local default: moto with its Step Functions engine, the project's functions
     /// served on its Lambda port, the bucket and the protect state machine. Prints one JSON
     /// line (endpoint, state_machine_arn, …) and runs until Ctrl-C.
@@ -221,6 +226,18 @@ struct PruneArgs {
     /// Print the plan; delete nothing.
     #[arg(long)]
     dry_run: bool,
+}
+
+#[derive(Args)]
+struct DrillArgs {
+    #[command(flatten)]
+    catalog: CatalogArgs,
+    /// Only this application.
+    #[arg(long)]
+    application: Option<String>,
+    /// How long a new volume may take to become available.
+    #[arg(long, default_value_t = 600)]
+    volume_wait_seconds: u64,
 }
 
 #[derive(Subcommand)]
@@ -380,6 +397,16 @@ async fn catalog(args: &CatalogArgs) -> Result<Catalog, Error> {
         S3Store::new(client_from_env().await, &args.bucket),
         &args.prefix,
     )
+}
+
+/// The Lambdas' task context on the catalog's bucket and prefix, from the environment.
+async fn task_context(args: &CatalogArgs) -> Result<Context, Error> {
+    if args.bucket.trim().is_empty() {
+        return Err(Error::InvalidInput(
+            "--bucket must not be empty".to_string(),
+        ));
+    }
+    Context::new(&aws_config_load().await, &args.bucket, &args.prefix)
 }
 
 async fn database(args: &DatabaseArgs) -> Result<DbTarget, Error> {
@@ -560,14 +587,40 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 print_table(&manifests);
             }
         }
-        Command::Prune(args) => {
-            if args.catalog.bucket.trim().is_empty() {
-                return Err(Error::InvalidInput(
-                    "--bucket must not be empty".to_string(),
-                ));
+        Command::Drill(args) => {
+            let ctx = task_context(&args.catalog).await?;
+            let reports = backstop_core::drill::run(
+                &ctx,
+                &backstop_core::drill::DrillTask {
+                    application: args.application,
+                    volume_wait_seconds: args.volume_wait_seconds,
+                },
+            )
+            .await?;
+            if json {
+                print_json(&reports);
+            } else {
+                for r in &reports {
+                    println!("{:<16} {}", r.application, r.summary());
+                    if !r.report_key.is_empty() {
+                        println!("{:<16} report: {}", "", r.report_key);
+                    }
+                }
             }
-            let shared = aws_config_load().await;
-            let mut ctx = Context::new(&shared, &args.catalog.bucket, &args.catalog.prefix)?;
+            let failed: Vec<&str> = reports
+                .iter()
+                .filter(|r| !r.passed)
+                .map(|r| r.application.as_str())
+                .collect();
+            if !failed.is_empty() {
+                return Err(Error::DrillFailed(format!(
+                    "the drill of {} failed (see above)",
+                    failed.join(", ")
+                )));
+            }
+        }
+        Command::Prune(args) => {
+            let mut ctx = task_context(&args.catalog).await?;
             ctx.state_machine_arn = args.state_machine_arn.clone().filter(|a| !a.is_empty());
             let plan = tasks::prune(
                 &ctx,

@@ -1470,6 +1470,16 @@ fn restore_drill_restores_the_latest_good_backup_into_scratch_and_leaves_nothing
         (vec![], 0),
         "a failed drill leaves nothing either"
     );
+    // The CLI runs the same drill and exits non-zero on a failed one.
+    let cli = local.backstop(&["drill", "--bucket", "backstop-local"]);
+    assert!(!cli.ok, "{}", cli.all());
+    assert!(
+        cli.stdout.contains("drill failed on 1 database(s)"),
+        "{}",
+        cli.all()
+    );
+    assert!(cli.stderr.contains("DrillFailed"), "{}", cli.all());
+    assert_eq!(leftovers(), (vec![], 0), "{}", cli.all());
     let events = local.events(&queue);
     let drills: Vec<(&str, &Value)> = events
         .iter()
@@ -1478,7 +1488,7 @@ fn restore_drill_restores_the_latest_good_backup_into_scratch_and_leaves_nothing
         .collect();
     assert_eq!(
         drills.iter().map(|(t, _)| *t).collect::<Vec<_>>(),
-        ["DrillPassed", "DrillFailed"],
+        ["DrillPassed", "DrillFailed", "DrillFailed"],
         "{events:?}"
     );
     assert!(
