@@ -360,6 +360,11 @@ async fn drill_volume(
         (TAG_DRILL.to_string(), drill_id.to_string()),
         (TAG_DRILL_OF.to_string(), manifest.backup_id.clone()),
     ];
+    // As the restore creates it: provisioned IOPS and throughput where the type takes them.
+    let iops = volume
+        .iops
+        .filter(|_| matches!(volume.volume_type.as_str(), "io1" | "io2" | "gp3"));
+    let throughput = volume.throughput.filter(|_| volume.volume_type == "gp3");
     let out = ctx
         .ec2
         .call("CreateVolume", |c| {
@@ -367,6 +372,8 @@ async fn drill_volume(
                 .availability_zone(availability_zone)
                 .snapshot_id(snapshot_id)
                 .volume_type(VolumeType::from(volume.volume_type.as_str()))
+                .set_iops(iops)
+                .set_throughput(throughput)
                 .tag_specifications(tag_spec(ResourceType::Volume, &tags))
                 .send()
         })
