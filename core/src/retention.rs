@@ -74,21 +74,20 @@ impl Plan {
     }
 }
 
-/// Decides, backup by backup, what to keep. `running` holds the names of running executions;
-/// `servers` are the database targets whose servers are searched for left databases.
+/// Decides, backup by backup, what to keep of `manifests` (newest first, as
+/// `Catalog::list` gives them). `running` holds the names of running executions; `servers` are
+/// the database targets whose servers are searched for left databases.
 pub async fn plan(
-    catalog: &Catalog,
+    manifests: &[Manifest],
     ec2: &Ec2,
-    application: Option<&str>,
     policy: &RetentionPolicy,
     running: &[String],
     servers: &[DbTarget],
     now: OffsetDateTime,
 ) -> Result<Plan, Error> {
-    let manifests = catalog.list(application).await?;
     let mut good_seen: std::collections::BTreeMap<String, usize> = Default::default();
     let mut backups = Vec::new();
-    for m in &manifests {
+    for m in manifests {
         let good = m.state == BackupState::Completed && m.purpose == Purpose::Backup;
         let rank = good.then(|| {
             let n = good_seen.entry(m.application.clone()).or_default();

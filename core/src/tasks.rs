@@ -515,6 +515,7 @@ pub enum VerifyTask {
     Run { document: serde_json::Value },
     /// The backup's artifacts: dumps re-read (size, SHA-256, archive listing), snapshots
     /// present and not failed.
+    ///
     /// With the run document, the run is recorded in the manifest once the backup passes, so
     /// guard mode and restore drills know its targets and checks.
     Backup {
@@ -1192,7 +1193,8 @@ pub async fn prune(ctx: &Context, task: &PruneTask) -> Result<crate::retention::
     let mut servers: Vec<DbTarget> = Vec::new();
     let mut unresolved = Vec::new();
     let mut seen = Vec::new();
-    for m in ctx.catalog.list(task.application.as_deref()).await? {
+    let manifests = ctx.catalog.list(task.application.as_deref()).await?;
+    for m in &manifests {
         for target in m.run.iter().flat_map(|r| r.targets.iter()) {
             if !matches!(target, Target::Database { .. }) || seen.contains(target) {
                 continue;
@@ -1208,9 +1210,8 @@ pub async fn prune(ctx: &Context, task: &PruneTask) -> Result<crate::retention::
         }
     }
     let mut plan = crate::retention::plan(
-        &ctx.catalog,
+        &manifests,
         &ctx.ec2,
-        task.application.as_deref(),
         &policy,
         &running,
         &servers,
@@ -1224,7 +1225,8 @@ pub async fn prune(ctx: &Context, task: &PruneTask) -> Result<crate::retention::
     Ok(plan)
 }
 
-/// The functions of the state machine, by name.
+/// Every Lambda function, by name: the state machine's tasks, the pipeline worker, and the
+/// scheduled and event-driven ones.
 pub const FUNCTIONS: [&str; 8] = [
     "start-backup",
     "poll-job",
