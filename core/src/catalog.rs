@@ -526,15 +526,17 @@ impl Catalog {
         Ok(manifests)
     }
 
-    /// The completed backup taken for CodePipeline execution `pipeline_execution_id` (its
-    /// recorded run document names it), newest first when there are several.
+    /// The verified backup taken for CodePipeline execution `pipeline_execution_id` (its
+    /// recorded run document, written once the backup was verified, names it), newest first
+    /// when there are several. A backup whose snapshots are still completing (`wait_for:
+    /// started`) counts: the restore waits for them. A failed one does not.
     pub async fn find_by_pipeline_execution(
         &self,
         application: Option<&str>,
         pipeline_execution_id: &str,
     ) -> Result<Option<Manifest>, Error> {
         Ok(self.list(application).await?.into_iter().find(|m| {
-            m.state == BackupState::Completed
+            m.state != BackupState::Failed
                 && m.purpose == Purpose::Backup
                 && m.run
                     .as_ref()

@@ -128,7 +128,7 @@ impl StageEvent {
 pub enum GuardOutcome {
     /// Not a failure of a guarded stage.
     Ignored { reason: String },
-    /// No completed backup names this pipeline execution: nothing to restore.
+    /// No verified backup names this pipeline execution: nothing to restore.
     NoBackup {
         pipeline: String,
         stage: String,
@@ -193,7 +193,7 @@ pub async fn handle(
         .await?
     else {
         let summary = format!(
-            "stage {} of pipeline {} failed in execution {}, but no completed backup was taken \
+            "stage {} of pipeline {} failed in execution {}, but no verified backup was taken \
              for that execution: nothing was restored",
             stage.stage, stage.pipeline, stage.pipeline_execution_id
         );
