@@ -95,6 +95,27 @@ pub struct DrillReport {
 }
 
 impl DrillReport {
+    /// A drill of `backup_id` (empty when there is no backup to drill) starting now, with
+    /// nothing checked yet.
+    fn start(drill_id: &str, application: &str, backup_id: &str) -> DrillReport {
+        let now = OffsetDateTime::now_utc();
+        DrillReport {
+            format_version: DRILL_FORMAT,
+            drill_id: drill_id.to_string(),
+            application: application.to_string(),
+            backup_id: backup_id.to_string(),
+            started_at: now,
+            finished_at: now,
+            passed: false,
+            databases: Vec::new(),
+            volumes: Vec::new(),
+            cleaned_up: Vec::new(),
+            cleanup_errors: Vec::new(),
+            error: None,
+            report_key: String::new(),
+        }
+    }
+
     /// One line for the event and the log.
     pub fn summary(&self) -> String {
         let failures: Vec<String> = self
@@ -149,24 +170,12 @@ pub async fn run(ctx: &Context, task: &DrillTask) -> Result<Vec<DrillReport>, Er
     let mut reports = Vec::new();
     for app in apps {
         let manifests = ctx.catalog.list(Some(&app)).await?;
-        let started_at = OffsetDateTime::now_utc();
-        let drill_id = format!("drill-{}", timestamp(started_at));
+        let drill_id = format!("drill-{}", timestamp(OffsetDateTime::now_utc()));
         let mut report = match latest_good(&manifests) {
             Some(m) => drill_backup(ctx, m, &drill_id, task).await,
             None => DrillReport {
-                format_version: DRILL_FORMAT,
-                drill_id: drill_id.clone(),
-                application: app.clone(),
-                backup_id: String::new(),
-                started_at,
-                finished_at: started_at,
-                passed: false,
-                databases: Vec::new(),
-                volumes: Vec::new(),
-                cleaned_up: Vec::new(),
-                cleanup_errors: Vec::new(),
                 error: Some(format!("{app} has no completed backup to drill")),
-                report_key: String::new(),
+                ..DrillReport::start(&drill_id, &app, "")
             },
         };
         if !report.backup_id.is_empty() {
@@ -212,21 +221,7 @@ async fn drill_backup(
     drill_id: &str,
     task: &DrillTask,
 ) -> DrillReport {
-    let mut report = DrillReport {
-        format_version: DRILL_FORMAT,
-        drill_id: drill_id.to_string(),
-        application: manifest.application.clone(),
-        backup_id: manifest.backup_id.clone(),
-        started_at: OffsetDateTime::now_utc(),
-        finished_at: OffsetDateTime::now_utc(),
-        passed: false,
-        databases: Vec::new(),
-        volumes: Vec::new(),
-        cleaned_up: Vec::new(),
-        cleanup_errors: Vec::new(),
-        error: None,
-        report_key: String::new(),
-    };
+    let mut report = DrillReport::start(drill_id, &manifest.application, &manifest.backup_id);
     for entry in &manifest.databases {
         let tested = drill_database(ctx, manifest, &entry.database).await;
         report.databases.push(DatabaseDrill {
