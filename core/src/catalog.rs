@@ -526,22 +526,20 @@ impl Catalog {
         Ok(manifests)
     }
 
-    /// The verified backup taken for CodePipeline execution `pipeline_execution_id` (its
-    /// recorded run document, written once the backup was verified, names it), newest first
-    /// when there are several. A backup whose snapshots are still completing (`wait_for:
-    /// started`) counts: the restore waits for them. A failed one does not.
+    /// The verified backup taken for CodePipeline execution `pipeline_execution_id`, and the
+    /// run document it recorded (written once the backup was verified, naming the execution);
+    /// newest first when there are several. A backup whose snapshots are still completing
+    /// (`wait_for: started`) counts: the restore waits for them. A failed one does not.
     pub async fn find_by_pipeline_execution(
         &self,
-        application: Option<&str>,
         pipeline_execution_id: &str,
-    ) -> Result<Option<Manifest>, Error> {
-        Ok(self.list(application).await?.into_iter().find(|m| {
-            m.state != BackupState::Failed
+    ) -> Result<Option<(Manifest, RunDocument)>, Error> {
+        Ok(self.list(None).await?.into_iter().find_map(|mut m| {
+            let run = m.run.take()?;
+            (m.state != BackupState::Failed
                 && m.purpose == Purpose::Backup
-                && m.run
-                    .as_ref()
-                    .and_then(|r| r.version.pipeline_execution_id.as_deref())
-                    == Some(pipeline_execution_id)
+                && run.version.pipeline_execution_id.as_deref() == Some(pipeline_execution_id))
+            .then_some((m, run))
         }))
     }
 }

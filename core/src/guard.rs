@@ -188,8 +188,8 @@ pub async fn handle(
     }
     let state_machine = state_machine
         .ok_or_else(|| Error::InvalidInput("BACKSTOP_STATE_MACHINE_ARN is not set".to_string()))?;
-    let Some(manifest) = catalog
-        .find_by_pipeline_execution(None, &stage.pipeline_execution_id)
+    let Some((manifest, run)) = catalog
+        .find_by_pipeline_execution(&stage.pipeline_execution_id)
         .await?
     else {
         let summary = format!(
@@ -218,12 +218,6 @@ pub async fn handle(
             pipeline_execution_id: stage.pipeline_execution_id,
         });
     };
-    let run = manifest.run.ok_or_else(|| {
-        Error::InvalidInput(format!(
-            "backup {} records no run document",
-            manifest.backup_id
-        ))
-    })?;
     let name = execution_name(&manifest.backup_id);
     let arn = execution_arn(state_machine, &name);
     match sfn.describe_execution().execution_arn(&arn).send().await {
