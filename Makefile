@@ -11,6 +11,11 @@ REQS := requirements-dev.txt
 VENV_STAMP := $(VENV)/.installed-$(shell sha256sum $(REQS) 2>/dev/null | cut -c1-16)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CARGO ?= cargo
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+# One feature set for every debug build: each cargo command selects the whole workspace with its
+# dev targets, so the demo, the tests and the function binaries share one build of the AWS SDK
+# crates (`make demo` after `make test`, or the reverse, rebuilds none of them).
+DEV_BUILD := $(CARGO) build --workspace --bins --examples
 
 .PHONY: setup postgres venv build sam-build validate demo test lint unit bench bench-transitions clean
 
@@ -54,8 +59,8 @@ validate: venv
 	$(VENV)/bin/statelint statemachine/protect.asl.json
 
 demo: setup
-	$(CARGO) build --bin backstop --example demo
-	$(CARGO) run -q --example demo
+	$(DEV_BUILD)
+	$(TARGET_DIR)/debug/examples/demo
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -72,8 +77,8 @@ bench: setup bench-transitions
 # the real ASL on moto with a virtual clock (bench/moto-virtual-clock), Backstop's wait
 # schedule side by side with backoff alone and a fixed 15 s poll.
 bench-transitions: setup
-	$(CARGO) build --bin backstop --example transitions
-	$(CARGO) run -q --example transitions
+	$(DEV_BUILD)
+	$(TARGET_DIR)/debug/examples/transitions
 
 clean:
 	$(CARGO) clean

@@ -1,5 +1,5 @@
 //! `make demo`: one protected deploy of a sample application on the local default, told as a
-//! short story with each phase's duration. `backstop local` runs moto (S3, EC2 and a Step
+//! short story with each phase's duration. `backstop-local` runs moto (S3, EC2 and a Step
 //! Functions engine executing the real `statemachine/protect.asl.json`) with Backstop's
 //! functions served on its Lambda port; a throwaway PostgreSQL holds the `shop` database and
 //! moto an instance for its application server. `backstop run` starts the execution: backup,
@@ -18,7 +18,7 @@ const MIGRATION: &str = include_str!("destructive-migration.sql");
 
 #[path = "support/local.rs"]
 mod local;
-use local::LocalServer;
+use local::{project_binary, LocalServer};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -41,7 +41,7 @@ impl Phase {
     }
 }
 
-/// The demo's `backstop local`, its PostgreSQL and the CLI.
+/// The demo's `backstop-local`, its PostgreSQL and the CLI.
 struct Local {
     server: LocalServer,
     pg: PgCluster,
@@ -169,15 +169,8 @@ fn run_checks(local: &Local, db: &str) -> Result<usize> {
 }
 
 fn run() -> Result<()> {
-    let exe = std::env::current_exe()?;
-    let backstop = exe
-        .parent()
-        .and_then(|p| p.parent())
-        .map(|p| p.join("backstop"))
-        .ok_or("cannot locate the backstop binary")?;
-    if !backstop.exists() {
-        return Err(format!("{} is not built (run `make demo`)", backstop.display()).into());
-    }
+    let backstop = project_binary("backstop", "demo")?;
+    let backstop_local = project_binary("backstop-local", "demo")?;
     println!("Backstop demo: a protected deploy of the `shop` application, v1.4.2 -> v1.5.0.");
 
     let phase = Phase::start(
@@ -196,8 +189,8 @@ fn run() -> Result<()> {
         migration.display()
     );
     let server = LocalServer::start(
-        Command::new(&backstop)
-            .args(["local", "--bucket", "shop-backups", "--function"])
+        Command::new(&backstop_local)
+            .args(["--bucket", "shop-backups", "--function"])
             .arg(format!("shop-deploy={deploy}"))
             .env("SHOP_DB_URL", pg.url("shop"))
             .env("PG_BIN_DIR", pg.bin_dir()),

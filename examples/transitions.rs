@@ -3,7 +3,7 @@
 //! (backoff, lengthened by the snapshots' progress), with backoff alone, and with a fixed 15 s
 //! poll.
 //!
-//! Everything is real except time and the snapshots' pending state: `backstop local` runs
+//! Everything is real except time and the snapshots' pending state: `backstop-local` runs
 //! moto's Step Functions engine on the real `statemachine/protect.asl.json` (its Wait states
 //! patched by `bench/moto-virtual-clock` to advance a virtual clock instead of sleeping), the
 //! real start-backup creates the snapshots in moto and records the manifest, and VerifyBackup is
@@ -19,12 +19,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use backstop_core::tasks::{poll_job, start_backup, Context, Job, JobReport, TargetTask};
+use backstop_core::model::job::{Job, JobReport, JobState, TargetTask};
+use backstop_core::tasks::{poll_job, start_backup};
+use backstop_core::{Config, Context};
 use serde_json::{json, Value};
 
 #[path = "support/local.rs"]
 mod local;
-use local::{aws_env, LocalServer};
+use local::{aws_env, project_binary, LocalServer};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -59,22 +61,16 @@ struct Measure {
 fn run() -> Result<()> {
     let root = backstop_testbed::workspace_root();
     let exe = std::env::current_exe()?;
-    let backstop = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|p| p.join("backstop"))
-        .ok_or("cannot locate the backstop binary")?;
-    if !backstop.exists() {
-        return Err(format!("{} is not built (run `make bench`)", backstop.display()).into());
-    }
+    let backstop = project_binary("backstop", "bench-transitions")?;
+    let backstop_local = project_binary("backstop-local", "bench-transitions")?;
     let dir = std::env::temp_dir().join(format!("backstop-transitions-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let clock = dir.join("clock");
     std::fs::write(&clock, "0")?;
     let stand_in = |f: &str| format!("backstop-{f}={} stand-in {f}", exe.display());
     let local = LocalServer::start(
-        Command::new(&backstop)
-            .args(["local", "--bucket", BUCKET, "--function"])
+        Command::new(&backstop_local)
+            .args(["--bucket", BUCKET, "--function"])
             .arg(stand_in("start-backup"))
             .arg("--function")
             .arg(stand_in("poll-job"))
@@ -236,19 +232,19 @@ fn stand_in(function: &str) -> Result<()> {
             ))
             .load()
             .await;
-        let ctx = Context::new(&shared, BUCKET, "backstop")?;
+        let ctx = Context::new(shared, Config::new(BUCKET, "backstop"))?;
         match function {
             // The snapshots were just created: 0 %, the first wait.
             "start-backup" => {
                 let task: TargetTask = serde_json::from_str(&payload)?;
-                pending(start_backup(&ctx, &task).await?, 0, use_progress)
+                pending(start_backup::handle(&ctx, task).await?, 0, use_progress)
             }
             "poll-job" => {
                 let report: JobReport = serde_json::from_str(&payload)?;
                 if clock < SNAPSHOT_SECONDS {
                     pending(report, clock, use_progress)
                 } else {
-                    Ok(poll_job(&ctx, &report).await?)
+                    Ok(poll_job::handle(&ctx, report).await?)
                 }
             }
             other => Err(format!("no stand-in for {other}").into()),
@@ -272,7 +268,7 @@ fn pending(report: JobReport, elapsed: u64, use_progress: bool) -> Result<JobRep
         poll.next_wait(elapsed_time)
     };
     Ok(JobReport {
-        status: "PENDING".to_string(),
+        status: JobState::Pending,
         next_wait_seconds: wait.as_secs(),
         progress,
         detail: format!("simulated: {progress}% after {elapsed} s of {SNAPSHOT_SECONDS}"),

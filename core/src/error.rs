@@ -1,11 +1,16 @@
-//! Named errors. Every failure an operation can report is one variant of [`Error`], and
-//! [`Error::error_type`] gives it a stable name that the CLI prints, tests match and, later,
-//! Step Functions Retry/Catch refer to. Messages never carry a password.
+//! Named errors. Every failure an operation can report is one variant of [`Error`], and its
+//! name, declared once on the variant (the variant's own name, or its `strum(serialize)`),
+//! is the stable `error_type` that the CLI prints, tests match and the state machine's Retry
+//! and Catch refer to. [`Error::ALL_TYPES`] lists them all. Messages never carry a password;
+//! an AWS call's own error is kept as the source.
 
 use std::fmt;
 
+/// The error an AWS call failed with, kept as the source of a named error.
+pub type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Every failure Backstop reports.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr, strum::VariantNames)]
 pub enum Error {
     /// A missing, malformed or contradictory argument; nothing was touched.
     #[error("invalid input: {0}")]
@@ -32,7 +37,12 @@ pub enum Error {
     BackupNotUsable { backup_id: String, state: String },
     /// The Secrets Manager secret is missing or not in the RDS secret shape.
     #[error("database secret {secret_id}: {reason}")]
-    SecretUnusable { secret_id: String, reason: String },
+    SecretUnusable {
+        secret_id: String,
+        reason: String,
+        #[source]
+        source: Option<Source>,
+    },
     /// `pg_dump` failed, exited non-zero or was killed.
     #[error("pg_dump failed: {0}")]
     DumpFailed(String),
@@ -51,14 +61,18 @@ pub enum Error {
     ToolMissing { tool: String, reason: String },
     /// A SQL session failed (connect, query).
     #[error("database {target}: {reason}")]
+    #[strum(serialize = "DatabaseError")]
     Database { target: String, reason: String },
     /// An S3 call failed.
     #[error("S3 {operation} s3://{bucket}/{key} failed: {reason}")]
+    #[strum(serialize = "StorageError")]
     Storage {
         operation: &'static str,
         bucket: String,
         key: String,
         reason: String,
+        #[source]
+        source: Option<Source>,
     },
     /// An object the manifest names is not in the bucket.
     #[error("s3://{bucket}/{key} is missing")]
@@ -109,17 +123,23 @@ pub enum Error {
     Cancelled(String),
     /// An EC2 call failed with a service or transport error.
     #[error("EC2 {operation} failed: {code}: {reason}")]
+    #[strum(serialize = "Ec2Error")]
     Ec2 {
         operation: &'static str,
         code: String,
         reason: String,
+        #[source]
+        source: Option<Source>,
     },
     /// A CloudWatch call failed with a service or transport error.
     #[error("CloudWatch {operation} failed: {code}: {reason}")]
+    #[strum(serialize = "CloudWatchError")]
     CloudWatch {
         operation: &'static str,
         code: String,
         reason: String,
+        #[source]
+        source: Option<Source>,
     },
     /// A restore drill found what it restored not to be what the backup recorded.
     #[error("restore drill failed: {0}")]
@@ -129,17 +149,23 @@ pub enum Error {
     IncidentNotFound { backup_id: String },
     /// A Step Functions call failed.
     #[error("Step Functions {operation} failed: {code}: {reason}")]
+    #[strum(serialize = "StepFunctionsError")]
     StepFunctions {
         operation: &'static str,
         code: String,
         reason: String,
+        #[source]
+        source: Option<Source>,
     },
     /// A CodePipeline call (a job answer) failed.
     #[error("CodePipeline {operation} failed: {code}: {reason}")]
+    #[strum(serialize = "CodePipelineError")]
     CodePipeline {
         operation: &'static str,
         code: String,
         reason: String,
+        #[source]
+        source: Option<Source>,
     },
     /// AWS kept throttling a call through every retry.
     #[error("{operation} was still throttled after {attempts} attempts")]
@@ -189,106 +215,11 @@ pub enum Error {
 impl Error {
     /// The stable name of this error, e.g. `ChecksumMismatch`.
     pub fn error_type(&self) -> &'static str {
-        match self {
-            Error::InvalidInput(_) => "InvalidInput",
-            Error::BucketNotFound { .. } => "BucketNotFound",
-            Error::BackupNotFound { .. } => "BackupNotFound",
-            Error::ManifestMalformed { .. } => "ManifestMalformed",
-            Error::BackupNotUsable { .. } => "BackupNotUsable",
-            Error::SecretUnusable { .. } => "SecretUnusable",
-            Error::DumpFailed(_) => "DumpFailed",
-            Error::PgRestoreFailed(_) => "PgRestoreFailed",
-            Error::ArchiveUnreadable { .. } => "ArchiveUnreadable",
-            Error::ToolMissing { .. } => "ToolMissing",
-            Error::Database { .. } => "DatabaseError",
-            Error::Storage { .. } => "StorageError",
-            Error::ArtifactMissing { .. } => "ArtifactMissing",
-            Error::SizeMismatch { .. } => "SizeMismatch",
-            Error::ChecksumMismatch { .. } => "ChecksumMismatch",
-            Error::RowCountMismatch { .. } => "RowCountMismatch",
-            Error::IncompatibleServerVersion { .. } => "IncompatibleServerVersion",
-            Error::SwapIncomplete(_) => "SwapIncomplete",
-            Error::RestoreIncomplete(_) => "RestoreIncomplete",
-            Error::TimedOut { .. } => "TimedOut",
-            Error::Cancelled(_) => "Cancelled",
-            Error::Ec2 { .. } => "Ec2Error",
-            Error::CloudWatch { .. } => "CloudWatchError",
-            Error::IncidentNotFound { .. } => "IncidentNotFound",
-            Error::DrillFailed(_) => "DrillFailed",
-            Error::StepFunctions { .. } => "StepFunctionsError",
-            Error::CodePipeline { .. } => "CodePipelineError",
-            Error::Throttled { .. } => "Throttled",
-            Error::InstanceNotFound { .. } => "InstanceNotFound",
-            Error::NoInstancesMatched { .. } => "NoInstancesMatched",
-            Error::NoEbsVolumes { .. } => "NoEbsVolumes",
-            Error::InstanceNotInBackup { .. } => "InstanceNotInBackup",
-            Error::InstanceBackupFailed { .. } => "InstanceBackupFailed",
-            Error::InstanceRestoreFailed { .. } => "InstanceRestoreFailed",
-            Error::VerificationFailed(_) => "VerificationFailed",
-            Error::ExecutionFailed { .. } => "ExecutionFailed",
-        }
+        self.into()
     }
 
     /// Every name [`Error::error_type`] can return, for contract tests.
-    pub const ALL_TYPES: &'static [&'static str] = &[
-        "InvalidInput",
-        "BucketNotFound",
-        "BackupNotFound",
-        "ManifestMalformed",
-        "BackupNotUsable",
-        "SecretUnusable",
-        "DumpFailed",
-        "PgRestoreFailed",
-        "ArchiveUnreadable",
-        "ToolMissing",
-        "DatabaseError",
-        "StorageError",
-        "ArtifactMissing",
-        "SizeMismatch",
-        "ChecksumMismatch",
-        "RowCountMismatch",
-        "IncompatibleServerVersion",
-        "SwapIncomplete",
-        "RestoreIncomplete",
-        "TimedOut",
-        "Cancelled",
-        "Ec2Error",
-        "CloudWatchError",
-        "IncidentNotFound",
-        "DrillFailed",
-        "StepFunctionsError",
-        "CodePipelineError",
-        "Throttled",
-        "InstanceNotFound",
-        "NoInstancesMatched",
-        "NoEbsVolumes",
-        "InstanceNotInBackup",
-        "InstanceBackupFailed",
-        "InstanceRestoreFailed",
-        "VerificationFailed",
-        "ExecutionFailed",
-    ];
-}
-
-/// AWS's error code (`-` when none) and message of a failed SDK call, of any service.
-pub(crate) fn aws_code_and_reason<E, R>(
-    err: &aws_sdk_ec2::error::SdkError<E, R>,
-) -> (String, String)
-where
-    E: aws_smithy_types::error::metadata::ProvideErrorMetadata
-        + std::error::Error
-        + Send
-        + Sync
-        + 'static,
-    R: std::fmt::Debug,
-{
-    use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-    let code = err.code().unwrap_or("-").to_string();
-    let reason = err
-        .message()
-        .map(str::to_string)
-        .unwrap_or_else(|| aws_smithy_types::error::display::DisplayErrorContext(err).to_string());
-    (code, reason)
+    pub const ALL_TYPES: &'static [&'static str] = <Error as strum::VariantNames>::VARIANTS;
 }
 
 /// Display wrapper printing `ErrorType: message`.
@@ -297,5 +228,62 @@ pub struct Named<'a>(pub &'a Error);
 impl fmt::Display for Named<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.0.error_type(), self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// The names in the first column of the README's error table.
+    fn readme_names() -> BTreeSet<String> {
+        let readme = include_str!("../../README.md");
+        let section = readme
+            .split("\n## Errors\n")
+            .nth(1)
+            .and_then(|s| s.split("\n## ").next())
+            .expect("the README has an Errors section");
+        section
+            .lines()
+            .filter(|l| l.starts_with("| `"))
+            .filter_map(|l| l.split('|').nth(1))
+            .flat_map(|cell| cell.split('`').skip(1).step_by(2).map(str::to_string))
+            .collect()
+    }
+
+    #[test]
+    fn the_readme_names_every_error_and_no_other() {
+        let declared: BTreeSet<String> = Error::ALL_TYPES.iter().map(|s| s.to_string()).collect();
+        let documented = readme_names();
+        let missing: Vec<_> = declared.difference(&documented).collect();
+        let unknown: Vec<_> = documented.difference(&declared).collect();
+        assert!(
+            missing.is_empty() && unknown.is_empty(),
+            "README's error table lacks {missing:?} and names {unknown:?}, which no error has"
+        );
+    }
+
+    #[test]
+    fn each_name_is_its_variants_and_unique() {
+        assert_eq!(
+            Error::InvalidInput(String::new()).error_type(),
+            "InvalidInput"
+        );
+        let storage = Error::Storage {
+            operation: "GetObject",
+            bucket: String::new(),
+            key: String::new(),
+            reason: String::new(),
+            source: None,
+        };
+        assert_eq!(storage.error_type(), "StorageError");
+        let names: BTreeSet<&str> = Error::ALL_TYPES.iter().copied().collect();
+        assert_eq!(
+            names.len(),
+            Error::ALL_TYPES.len(),
+            "a name is declared twice"
+        );
+        assert!(names.contains("DrillFailed") && names.contains("Ec2Error"));
     }
 }

@@ -15,12 +15,14 @@ use std::time::Duration;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::catalog::{BackupState, Catalog, Manifest, Purpose};
-use crate::dbconfig::DbTarget;
-use crate::ec2::{Ec2, TAG_BACKUP_ID, TAG_FAILED_STATE_OF};
+use crate::aws::ec2::{Ec2, TAG_BACKUP_ID, TAG_FAILED_STATE_OF};
+use crate::catalog::Catalog;
+use crate::db::restore::{derived_name, maintenance_target};
+use crate::db::session::Session;
+use crate::db::target::DbTarget;
 use crate::error::Error;
-use crate::pg::Session;
-use crate::restore::{derived_name, maintenance_target};
+use crate::model::job::guard_execution_name;
+use crate::model::manifest::{BackupState, Manifest, Purpose};
 
 /// How long backups live.
 #[derive(Clone, Copy, Debug)]
@@ -39,9 +41,25 @@ pub struct Decision {
     #[serde(with = "time::serde::rfc3339")]
     pub started_at: OffsetDateTime,
     pub state: BackupState,
-    /// `prune`, or `keep`.
-    pub action: &'static str,
+    pub action: Action,
     pub reason: String,
+}
+
+/// What retention does with a backup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Keep,
+    Prune,
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(match self {
+            Action::Keep => "keep",
+            Action::Prune => "prune",
+        })
+    }
 }
 
 /// What a prune does (or, in a dry run, would do).
@@ -70,7 +88,7 @@ pub struct LeftDatabase {
 
 impl Plan {
     pub fn to_prune(&self) -> impl Iterator<Item = &Decision> {
-        self.backups.iter().filter(|d| d.action == "prune")
+        self.backups.iter().filter(|d| d.action == Action::Prune)
     }
 }
 
@@ -97,22 +115,22 @@ pub async fn plan(
         let age: Duration = (now - m.started_at).try_into().unwrap_or(Duration::ZERO);
         let (action, reason) = if rank.is_some_and(|r| r <= policy.keep_last) {
             (
-                "keep",
+                Action::Keep,
                 format!("one of the newest {} good backups", policy.keep_last),
             )
         } else if running
             .iter()
-            .any(|n| *n == m.backup_id || *n == crate::guard::execution_name(&m.backup_id))
+            .any(|n| *n == m.backup_id || *n == guard_execution_name(&m.backup_id))
         {
-            ("keep", "a running execution uses it".to_string())
+            (Action::Keep, "a running execution uses it".to_string())
         } else if age < policy.max_age {
             (
-                "keep",
+                Action::Keep,
                 format!("younger than {} s", policy.max_age.as_secs()),
             )
         } else {
             (
-                "prune",
+                Action::Prune,
                 format!(
                     "{} and {} s old",
                     describe(m, rank.is_some()),
@@ -257,7 +275,7 @@ async fn replaced_volumes(
     Ok(out
         .volumes()
         .iter()
-        .filter(|v| v.state().map(|s| s.as_str()) == Some("available"))
+        .filter(|v| v.state() == Some(&aws_sdk_ec2::types::VolumeState::Available))
         .filter(|v| {
             v.create_time()
                 .and_then(|t| OffsetDateTime::from_unix_timestamp(t.secs()).ok())
@@ -357,31 +375,6 @@ async fn delete_ec2_artifacts(ec2: &Ec2, backup_id: &str) -> Result<(), Error> {
         }
     }
     Ok(())
-}
-
-/// The names of the running executions of a state machine: backup ids, or guard restores of
-/// them (`guard::execution_name`).
-pub async fn running_executions(
-    sfn: &aws_sdk_sfn::Client,
-    state_machine_arn: &str,
-) -> Result<Vec<String>, Error> {
-    let mut names = Vec::new();
-    let mut token = None;
-    loop {
-        let page = sfn
-            .list_executions()
-            .state_machine_arn(state_machine_arn)
-            .status_filter(aws_sdk_sfn::types::ExecutionStatus::Running)
-            .set_next_token(token)
-            .send()
-            .await
-            .map_err(|e| crate::executions::sfn_error("ListExecutions", &e))?;
-        names.extend(page.executions().iter().map(|e| e.name().to_string()));
-        token = page.next_token().map(str::to_string);
-        if token.is_none() {
-            return Ok(names);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,13 +1,32 @@
-//! `backstop local` as the examples run it: started from a prepared command, its ready line
-//! read, stopped on drop (SIGTERM, which stops its moto); and the environment that points the
-//! CLI and the AWS tools at it.
+//! `backstop-local` as the examples run it: started from a prepared command, its ready line
+//! read, stopped on drop (SIGTERM, which stops its moto); the environment that points the CLI
+//! and the AWS tools at it; and where the project's binaries are.
 
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 
-/// A running `backstop local`.
+/// The project's binary `name` (`backstop`, `backstop-local`), built into the same target
+/// directory as the running example; an error naming `make_target` when it is not built.
+pub fn project_binary(
+    name: &str,
+    make_target: &str,
+) -> Result<PathBuf, Box<dyn std::error::Error>> {
+    let exe = std::env::current_exe()?;
+    let path = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .map(|p| p.join(name))
+        .ok_or_else(|| format!("cannot locate the {name} binary"))?;
+    if !path.exists() {
+        return Err(format!("{} is not built (run `make {make_target}`)", path.display()).into());
+    }
+    Ok(path)
+}
+
+/// A running `backstop-local`.
 pub struct LocalServer {
     child: Child,
     pub endpoint: String,
@@ -15,7 +34,7 @@ pub struct LocalServer {
 }
 
 impl LocalServer {
-    /// Spawns `cmd` (`backstop local …` with its arguments and environment) and waits for the
+    /// Spawns `cmd` (`backstop-local …` with its arguments and environment) and waits for the
     /// JSON line it prints once ready.
     pub fn start(cmd: &mut Command) -> Result<LocalServer, Box<dyn std::error::Error>> {
         let mut child = cmd
@@ -31,7 +50,7 @@ impl LocalServer {
         let mut line = String::new();
         BufReader::new(stdout.ok_or("no stdout")?).read_line(&mut line)?;
         let info: Value = serde_json::from_str(&line)
-            .map_err(|e| format!("backstop local printed {line:?}: {e}"))?;
+            .map_err(|e| format!("backstop-local printed {line:?}: {e}"))?;
         let text = |k: &str| info[k].as_str().unwrap_or_default().to_string();
         server.endpoint = text("endpoint");
         server.state_machine_arn = text("state_machine_arn");

@@ -1,12 +1,9 @@
-//! The drill Lambda: the restore drill schedule's target. It restores the latest good backup
-//! of each application into a scratch database and unattached volumes, checks them against
-//! the manifest, removes everything it created, and writes the drill report. The work is
-//! `backstop_core::drill`; this only runs the loop.
-
-// The runtime future nests the whole task stack; layout queries need the room.
-#![recursion_limit = "256"]
+//! The drill Lambda: the drill schedule's target: restores the latest good backups into scratch and checks them. The work is
+//! `backstop_core::tasks::drill::handle`; this sets up tracing (honouring the function's log
+//! format and level settings) and serves that handler.
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    backstop_lambda::serve("drill").await
+    lambda_runtime::tracing::init_default_subscriber();
+    backstop_lambda::run("drill", backstop_core::tasks::drill::handle).await
 }

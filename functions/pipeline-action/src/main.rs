@@ -1,9 +1,13 @@
-//! The pipeline-action Lambda: CodePipeline's Lambda invoke action. It starts the protected deploy for a pipeline job (named from the job id), answers with a continuation token while the execution runs, then with its outcome. The work is `backstop_core::pipeline`; this only runs the loop.
-
-// The runtime future nests the whole task stack; layout queries need the room.
-#![recursion_limit = "256"]
+//! The pipeline-action Lambda: CodePipeline's Lambda invoke action: starts and follows the protected deploy for a pipeline job. The work is
+//! `backstop_core::tasks::pipeline_action::handle`; this sets up tracing (honouring the function's log
+//! format and level settings) and serves that handler.
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    backstop_lambda::serve("pipeline-action").await
+    lambda_runtime::tracing::init_default_subscriber();
+    backstop_lambda::run(
+        "pipeline-action",
+        backstop_core::tasks::pipeline_action::handle,
+    )
+    .await
 }

@@ -1,9 +1,9 @@
-//! The poll-job Lambda: reports where a backup or restore job stands and how long to wait before the next poll. The work is `backstop_core::tasks`; this only runs the loop.
-
-// The runtime future nests the whole task stack; layout queries need the room.
-#![recursion_limit = "256"]
+//! The poll-job Lambda: one look at a job the state machine's poll loop follows. The work is
+//! `backstop_core::tasks::poll_job::handle`; this sets up tracing (honouring the function's log
+//! format and level settings) and serves that handler.
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    backstop_lambda::serve("poll-job").await
+    lambda_runtime::tracing::init_default_subscriber();
+    backstop_lambda::run("poll-job", backstop_core::tasks::poll_job::handle).await
 }

@@ -1,9 +1,9 @@
-//! The restore Lambda: puts one target back to the backup (a database by swap, instances by swapping volumes or replacing the root). The work is `backstop_core::tasks`; this only runs the loop.
-
-// The runtime future nests the whole task stack; layout queries need the room.
-#![recursion_limit = "256"]
+//! The restore Lambda: puts one target of the run back to the backup. The work is
+//! `backstop_core::tasks::restore::handle`; this sets up tracing (honouring the function's log
+//! format and level settings) and serves that handler.
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    backstop_lambda::serve("restore").await
+    lambda_runtime::tracing::init_default_subscriber();
+    backstop_lambda::run("restore", backstop_core::tasks::restore::handle).await
 }

@@ -1,19 +1,21 @@
-//! What every Backstop Lambda shares: JSON logs, the task context from the environment
-//! (`BACKSTOP_BUCKET`, `BACKSTOP_PREFIX`, the AWS configuration, `PG_BIN_DIR`), and one
-//! runtime loop that hands each event to the core's task function. A failure reaches Step
-//! Functions as a `Diagnostic` whose `error_type` is the error's stable name, so the state
-//! machine's Retry and Catch match it.
+//! What every Backstop Lambda shares: the context read once from the environment (the
+//! bucket, prefix and other settings, the standard AWS configuration, `PG_BIN_DIR`), and one
+//! runtime loop that reads each event into the function's typed input and hands it to the
+//! function's handler. A payload that is not that input is `InvalidInput`; every failure
+//! reaches Step Functions as a `Diagnostic` whose `error_type` is the error's stable name, so
+//! the state machine's Retry and Catch match it.
 
-#![recursion_limit = "256"]
+use std::future::Future;
 
-use std::sync::Arc;
-
-use backstop_core::tasks::{invoke, Context};
+use backstop_core::tasks::serve_json;
+use backstop_core::{Context, Error};
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 /// A core error on its way out of the function.
 #[derive(Debug)]
-pub struct Failure(pub backstop_core::Error);
+pub struct Failure(pub Error);
 
 impl From<Failure> for Diagnostic {
     fn from(f: Failure) -> Diagnostic {
@@ -24,27 +26,32 @@ impl From<Failure> for Diagnostic {
     }
 }
 
-/// Runs the Lambda runtime loop for `function` (`start-backup`, `poll-job`, `restore`, `verify`).
-pub async fn serve(function: &'static str) -> Result<(), lambda_runtime::Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BACKSTOP_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_current_span(false)
-        .without_time()
-        .init();
-    let ctx = Arc::new(Context::from_env().await.map_err(Box::new)?);
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
-        let ctx = ctx.clone();
-        async move {
+/// Runs the Lambda runtime loop of `function` over its typed `handler`. The context is built
+/// once and lives as long as the process, as the runtime keeps the process warm between
+/// invocations.
+pub async fn run<I, O, F, Fut>(
+    function: &'static str,
+    handler: F,
+) -> Result<(), lambda_runtime::Error>
+where
+    I: DeserializeOwned,
+    O: Serialize,
+    F: Fn(&'static Context, I) -> Fut + Copy,
+    Fut: Future<Output = Result<O, Error>>,
+{
+    let ctx: &'static Context = Box::leak(Box::new(Context::from_env().await.map_err(Box::new)?));
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<serde_json::Value>| async move {
             tracing::info!(function, request_id = %event.context.request_id, "invoked");
-            invoke(&ctx, function, event.payload).await.map_err(|e| {
-                tracing::error!(function, error_type = e.error_type(), error = %e, "failed");
-                Failure(e)
-            })
-        }
-    }))
+            // Boxed, so the runtime's future holds a pointer to the handler's deep future rather
+            // than nesting its whole layout (which would need a raised recursion limit).
+            Box::pin(serve_json(ctx, function, event.payload, handler))
+                .await
+                .map_err(|e| {
+                    tracing::error!(function, error_type = e.error_type(), error = %e, "failed");
+                    Failure(e)
+                })
+        },
+    ))
     .await
 }

@@ -1,9 +1,9 @@
-//! The start-backup Lambda: backs up one target of the run (a database dump into S3, or an instance's snapshot set or image). The work is `backstop_core::tasks`; this only runs the loop.
-
-// The runtime future nests the whole task stack; layout queries need the room.
-#![recursion_limit = "256"]
+//! The start-backup Lambda: backs up one target of the run under the run's backup id. The work is
+//! `backstop_core::tasks::start_backup::handle`; this sets up tracing (honouring the function's log
+//! format and level settings) and serves that handler.
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    backstop_lambda::serve("start-backup").await
+    lambda_runtime::tracing::init_default_subscriber();
+    backstop_lambda::run("start-backup", backstop_core::tasks::start_backup::handle).await
 }

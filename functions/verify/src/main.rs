@@ -1,9 +1,9 @@
-//! The verify Lambda: checks the run document, the backup, the deployment or the restore. The work is `backstop_core::tasks`; this only runs the loop.
-
-// The runtime future nests the whole task stack; layout queries need the room.
-#![recursion_limit = "256"]
+//! The verify Lambda: checks the run document, the backup, the deployment or the restore, and writes incident reports. The work is
+//! `backstop_core::tasks::verify::handle`; this sets up tracing (honouring the function's log
+//! format and level settings) and serves that handler.
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    backstop_lambda::serve("verify").await
+    lambda_runtime::tracing::init_default_subscriber();
+    backstop_lambda::run("verify", backstop_core::tasks::verify::handle).await
 }

@@ -1,0 +1,307 @@
+//! The EC2 adapter: one client wrapper that maps a call still throttled after the SDK's
+//! retries to the named `Throttled` error and every other failure to `Ec2Error` (keeping the
+//! SDK's error as the source), and reads the instances and volumes the backup and restore
+//! operations work on. The tags Backstop puts on everything it creates are named here.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_ec2::types::{
+    Filter, Instance, InstanceStateName, ResourceType, Tag, TagSpecification, Volume,
+};
+
+use crate::aws::{attempts_of, Failure};
+use crate::error::Error;
+
+/// Tag on everything a backup creates: the backup id.
+pub const TAG_BACKUP_ID: &str = "backstop:backup-id";
+/// Tag on everything a backup creates: the application.
+pub const TAG_APPLICATION: &str = "backstop:application";
+/// Tag on everything a backup creates: the application commit or version being protected.
+pub const TAG_COMMIT: &str = "backstop:commit";
+/// Tag on snapshots, images and restored volumes: the instance they belong to.
+pub const TAG_INSTANCE_ID: &str = "backstop:instance-id";
+/// Tag on snapshots and restored volumes: the device name on the instance.
+pub const TAG_DEVICE: &str = "backstop:device";
+/// Tag on restored volumes, replaced volumes and replace-root tasks: the restore run.
+pub const TAG_RESTORE_ID: &str = "backstop:restore-id";
+/// Tag on a replaced volume: the volume that took its place.
+pub const TAG_REPLACED_BY: &str = "backstop:replaced-by";
+/// Tag on a replaced volume: `<instance-id>:<device>` whose failed state it holds.
+pub const TAG_FAILED_STATE_OF: &str = "backstop:failed-state-of";
+/// Tag on a replaced volume: the restore that replaced it.
+pub const TAG_REPLACED_IN: &str = "backstop:replaced-in";
+
+/// An EC2 client whose failures are named errors.
+#[derive(Clone, Debug)]
+pub struct Ec2 {
+    client: aws_sdk_ec2::Client,
+}
+
+/// One instance as the backup and restore operations see it.
+#[derive(Clone, Debug)]
+pub struct InstanceView {
+    pub instance_id: String,
+    pub availability_zone: String,
+    pub state: InstanceStateName,
+    pub root_device: Option<String>,
+    /// Device name to attached EBS volume id.
+    pub devices: BTreeMap<String, String>,
+}
+
+impl Ec2 {
+    pub fn new(client: aws_sdk_ec2::Client) -> Self {
+        Ec2 { client }
+    }
+
+    /// A client of the shared configuration.
+    pub fn from_config(shared: &crate::aws::SharedConfig) -> Self {
+        Ec2::new(aws_sdk_ec2::Client::new(shared))
+    }
+
+    pub fn client(&self) -> &aws_sdk_ec2::Client {
+        &self.client
+    }
+
+    /// Runs one call (the SDK retries it while AWS throttles it) and names its failure.
+    pub async fn call<T, E, R, F, Fut>(&self, operation: &'static str, f: F) -> Result<T, Error>
+    where
+        F: FnOnce(&aws_sdk_ec2::Client) -> Fut,
+        Fut: Future<Output = Result<T, SdkError<E, R>>>,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
+    {
+        f(&self.client).await.map_err(|err| {
+            Failure::of(err).into_error(
+                "EC2",
+                operation,
+                attempts_of(self.client.config().retry_config()),
+                |operation, code, reason, source| Error::Ec2 {
+                    operation,
+                    code,
+                    reason,
+                    source,
+                },
+            )
+        })
+    }
+
+    /// Describes instances by id; an unknown id is `InstanceNotFound`.
+    pub async fn instances_by_id(&self, ids: &[String]) -> Result<Vec<InstanceView>, Error> {
+        let mut found = Vec::new();
+        for id in ids {
+            if !id.starts_with("i-") || id.len() < 3 {
+                return Err(Error::InvalidInput(format!(
+                    "{id:?} is not an instance id (i-…)"
+                )));
+            }
+            let out = self
+                .call("DescribeInstances", |c| {
+                    c.describe_instances().instance_ids(id.clone()).send()
+                })
+                .await
+                .map_err(|e| not_found_as(e, id))?;
+            let views: Vec<InstanceView> = out
+                .reservations()
+                .iter()
+                .flat_map(|r| r.instances())
+                .map(view)
+                .filter(|v| v.state != InstanceStateName::Terminated)
+                .collect();
+            match views.into_iter().next() {
+                Some(v) => found.push(v),
+                None => {
+                    return Err(Error::InstanceNotFound {
+                        instance_id: id.clone(),
+                    })
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Instances (not terminated) carrying every `key=value` tag; none is `NoInstancesMatched`.
+    pub async fn instances_by_tags(
+        &self,
+        tags: &[(String, String)],
+    ) -> Result<Vec<InstanceView>, Error> {
+        let mut req_filters: Vec<Filter> = tags
+            .iter()
+            .map(|(k, v)| Filter::builder().name(format!("tag:{k}")).values(v).build())
+            .collect();
+        req_filters.push(
+            Filter::builder()
+                .name("instance-state-name")
+                .values("pending")
+                .values("running")
+                .values("stopping")
+                .values("stopped")
+                .build(),
+        );
+        let mut found = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let out = self
+                .call("DescribeInstances", |c| {
+                    c.describe_instances()
+                        .set_filters(Some(req_filters.clone()))
+                        .set_next_token(token.clone())
+                        .send()
+                })
+                .await?;
+            found.extend(
+                out.reservations()
+                    .iter()
+                    .flat_map(|r| r.instances())
+                    .map(view),
+            );
+            token = out.next_token().map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+        if found.is_empty() {
+            return Err(Error::NoInstancesMatched {
+                filter: tags
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            });
+        }
+        found.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+        Ok(found)
+    }
+
+    /// One instance; a missing or terminated one is `InstanceNotFound`.
+    pub async fn instance(&self, id: &str) -> Result<InstanceView, Error> {
+        let mut all = self.instances_by_id(&[id.to_string()]).await?;
+        Ok(all.remove(0))
+    }
+
+    /// Volumes by id, in the order given.
+    pub async fn volumes(&self, ids: &[String]) -> Result<Vec<Volume>, Error> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let out = self
+            .call("DescribeVolumes", |c| {
+                c.describe_volumes()
+                    .set_volume_ids(Some(ids.to_vec()))
+                    .send()
+            })
+            .await?;
+        let mut vols = out.volumes().to_vec();
+        vols.sort_by_key(|v| ids.iter().position(|i| Some(i.as_str()) == v.volume_id()));
+        Ok(vols)
+    }
+
+    /// Volumes carrying every `key=value` tag.
+    pub async fn volumes_tagged(&self, tags: &[(&str, &str)]) -> Result<Vec<Volume>, Error> {
+        let filters = tag_filters(tags);
+        let out = self
+            .call("DescribeVolumes", |c| {
+                c.describe_volumes()
+                    .set_filters(Some(filters.clone()))
+                    .send()
+            })
+            .await?;
+        Ok(out.volumes().to_vec())
+    }
+
+    /// Adds (or overwrites) tags on resources.
+    pub async fn tag(&self, resources: &[String], tags: &[(String, String)]) -> Result<(), Error> {
+        if resources.is_empty() || tags.is_empty() {
+            return Ok(());
+        }
+        let tags: Vec<Tag> = tags.iter().map(|(k, v)| tag(k, v)).collect();
+        self.call("CreateTags", |c| {
+            c.create_tags()
+                .set_resources(Some(resources.to_vec()))
+                .set_tags(Some(tags.clone()))
+                .send()
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+/// `InvalidInstanceID.NotFound` (and `.Malformed`) become `InstanceNotFound`.
+fn not_found_as(e: Error, id: &str) -> Error {
+    match &e {
+        Error::Ec2 { code, .. } if code.starts_with("InvalidInstanceID") => {
+            Error::InstanceNotFound {
+                instance_id: id.to_string(),
+            }
+        }
+        _ => e,
+    }
+}
+
+fn view(i: &Instance) -> InstanceView {
+    InstanceView {
+        instance_id: i.instance_id().unwrap_or_default().to_string(),
+        availability_zone: i
+            .placement()
+            .and_then(|p| p.availability_zone())
+            .unwrap_or_default()
+            .to_string(),
+        state: i
+            .state()
+            .and_then(|s| s.name())
+            .cloned()
+            .unwrap_or_else(|| InstanceStateName::from("unknown")),
+        root_device: i.root_device_name().map(str::to_string),
+        devices: i
+            .block_device_mappings()
+            .iter()
+            .filter_map(|m| {
+                Some((
+                    m.device_name()?.to_string(),
+                    m.ebs()?.volume_id()?.to_string(),
+                ))
+            })
+            .collect(),
+    }
+}
+
+/// One tag.
+pub fn tag(key: &str, value: &str) -> Tag {
+    Tag::builder().key(key).value(value).build()
+}
+
+/// A tag specification for one resource type.
+pub fn tag_spec(resource: ResourceType, tags: &[(String, String)]) -> TagSpecification {
+    TagSpecification::builder()
+        .resource_type(resource)
+        .set_tags(Some(tags.iter().map(|(k, v)| tag(k, v)).collect()))
+        .build()
+}
+
+/// `tag:<key>` filters.
+pub fn tag_filters(tags: &[(&str, &str)]) -> Vec<Filter> {
+    tags.iter()
+        .map(|(k, v)| {
+            Filter::builder()
+                .name(format!("tag:{k}"))
+                .values(*v)
+                .build()
+        })
+        .collect()
+}
+
+/// A tag's value on a tagged resource.
+pub fn tag_value<'t>(tags: &'t [Tag], key: &str) -> Option<&'t str> {
+    tags.iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value())
+}
+
+/// The user tags of a resource that may be copied (AWS reserves the `aws:` prefix).
+pub fn copyable_tags(tags: &[Tag]) -> Vec<(String, String)> {
+    tags.iter()
+        .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or("").to_string())))
+        .filter(|(k, _)| !k.starts_with("aws:") && !k.starts_with("backstop:"))
+        .collect()
+}

@@ -1,0 +1,290 @@
+//! A SQL [`Session`] on one database: server version, exact row counts inside an exported
+//! snapshot, creating, renaming, closing and dropping databases.
+
+use crate::db::target::DbTarget;
+use crate::error::Error;
+use crate::model::manifest::TableCount;
+
+/// Quotes a PostgreSQL identifier.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A server's version as `SHOW server_version_num` gives it, e.g. 150018.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerVersion(pub u32);
+
+impl ServerVersion {
+    pub fn major(self) -> u32 {
+        self.0 / 10000
+    }
+}
+
+/// A SQL session on one database.
+pub struct Session {
+    client: tokio_postgres::Client,
+    target: DbTarget,
+}
+
+impl Session {
+    /// Connects; errors name the target (`user@host:port/db`) and never the password.
+    pub async fn connect(target: &DbTarget) -> Result<Self, Error> {
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host(&target.host)
+            .port(target.port)
+            .user(&target.user)
+            .dbname(&target.dbname)
+            .application_name("backstop")
+            .connect_timeout(std::time::Duration::from_secs(15));
+        if !target.password.expose().is_empty() {
+            cfg.password(target.password.expose());
+        }
+        let tls = crate::db::tls::plan(target.sslmode.as_deref(), target.sslrootcert.as_deref())?;
+        cfg.ssl_mode(tls.mode);
+        let client = match tls.connector {
+            Some(connector) => open(&cfg, connector, target).await?,
+            None => open(&cfg, tokio_postgres::NoTls, target).await?,
+        };
+        Ok(Session {
+            client,
+            target: target.clone(),
+        })
+    }
+
+    pub fn target(&self) -> &DbTarget {
+        &self.target
+    }
+
+    fn err(&self, e: &tokio_postgres::Error) -> Error {
+        db_error(&self.target, e)
+    }
+
+    /// Runs statements that return no rows.
+    pub async fn execute(&self, sql: &str) -> Result<(), Error> {
+        self.client
+            .batch_execute(sql)
+            .await
+            .map_err(|e| self.err(&e))
+    }
+
+    /// The first column of the first row, as PostgreSQL prints it (`None` for no row or NULL).
+    pub async fn query_first_text(&self, sql: &str) -> Result<Option<String>, Error> {
+        let messages = self
+            .client
+            .simple_query(sql)
+            .await
+            .map_err(|e| self.err(&e))?;
+        for m in messages {
+            if let tokio_postgres::SimpleQueryMessage::Row(row) = m {
+                return Ok(row.get(0).map(str::to_string));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Runs a query whose single row and column is text.
+    pub async fn query_text(&self, sql: &str) -> Result<String, Error> {
+        let row = self
+            .client
+            .query_one(sql, &[])
+            .await
+            .map_err(|e| self.err(&e))?;
+        row.try_get::<_, String>(0).map_err(|e| self.err(&e))
+    }
+
+    /// `server_version` (human) and `server_version_num`.
+    pub async fn server_version(&self) -> Result<(String, ServerVersion), Error> {
+        let human = self.query_text("SHOW server_version").await?;
+        let num = self.query_text("SHOW server_version_num").await?;
+        let num = num.trim().parse::<u32>().map_err(|_| Error::Database {
+            target: self.target.to_string(),
+            reason: format!("unexpected server_version_num {num:?}"),
+        })?;
+        Ok((human, ServerVersion(num)))
+    }
+
+    /// Opens a read-only repeatable-read transaction and exports its snapshot, so `pg_dump
+    /// --snapshot` and [`Session::row_counts`] see exactly the same data. The transaction stays
+    /// open until [`Session::commit`] (or the session is dropped).
+    pub async fn begin_exported_snapshot(&self) -> Result<String, Error> {
+        self.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .await?;
+        self.query_text("SELECT pg_export_snapshot()").await
+    }
+
+    pub async fn commit(&self) -> Result<(), Error> {
+        self.execute("COMMIT").await
+    }
+
+    /// Exact row counts of every user table the dump carries (ordinary tables outside the
+    /// system schemas that no extension owns), ordered by schema and name.
+    pub async fn row_counts(&self) -> Result<Vec<TableCount>, Error> {
+        let rows = self
+            .client
+            .query(
+                "SELECT n.nspname::text, c.relname::text FROM pg_class c \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relkind = 'r' \
+                   AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+                   AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' \
+                   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
+                                   AND d.objid = c.oid AND d.deptype = 'e') \
+                 ORDER BY 1, 2",
+                &[],
+            )
+            .await
+            .map_err(|e| self.err(&e))?;
+        let mut counts = Vec::with_capacity(rows.len());
+        for row in rows {
+            let schema: String = row.try_get(0).map_err(|e| self.err(&e))?;
+            let table: String = row.try_get(1).map_err(|e| self.err(&e))?;
+            let sql = format!(
+                "SELECT count(*) FROM ONLY {}.{}",
+                quote_ident(&schema),
+                quote_ident(&table)
+            );
+            let n: i64 = self
+                .client
+                .query_one(&sql, &[])
+                .await
+                .map_err(|e| self.err(&e))?
+                .try_get(0)
+                .map_err(|e| self.err(&e))?;
+            counts.push(TableCount {
+                schema,
+                table,
+                rows: n,
+            });
+        }
+        Ok(counts)
+    }
+
+    /// Whether a database of this name exists on the server.
+    pub async fn database_exists(&self, name: &str) -> Result<bool, Error> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT count(*) FROM pg_database WHERE datname = $1",
+                &[&name],
+            )
+            .await
+            .map_err(|e| self.err(&e))?;
+        let n: i64 = row.try_get(0).map_err(|e| self.err(&e))?;
+        Ok(n > 0)
+    }
+
+    /// Creates an empty database shaped like `like` (owner, encoding, collation) when that
+    /// exists, otherwise with the server defaults, from `template0`.
+    pub async fn create_database(&self, name: &str, like: Option<&str>) -> Result<(), Error> {
+        let mut sql = format!("CREATE DATABASE {} TEMPLATE template0", quote_ident(name));
+        if let Some(like) = like {
+            let row = self
+                .client
+                .query_opt(
+                    "SELECT pg_get_userbyid(datdba)::text, pg_encoding_to_char(encoding)::text, \
+                     datcollate::text, datctype::text FROM pg_database WHERE datname = $1",
+                    &[&like],
+                )
+                .await
+                .map_err(|e| self.err(&e))?;
+            if let Some(row) = row {
+                let get = |i: usize| row.try_get::<_, String>(i).map_err(|e| self.err(&e));
+                sql.push_str(&format!(
+                    " OWNER {} ENCODING '{}' LC_COLLATE '{}' LC_CTYPE '{}'",
+                    quote_ident(&get(0)?),
+                    get(1)?.replace('\'', "''"),
+                    get(2)?.replace('\'', "''"),
+                    get(3)?.replace('\'', "''"),
+                ));
+            }
+        }
+        self.execute(&sql).await
+    }
+
+    /// Drops a database, terminating its sessions first.
+    pub async fn drop_database(&self, name: &str) -> Result<(), Error> {
+        self.execute(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            quote_ident(name)
+        ))
+        .await
+    }
+
+    /// Blocks new connections to `name` and terminates the existing ones.
+    pub async fn close_database(&self, name: &str) -> Result<(), Error> {
+        self.execute(&format!(
+            "ALTER DATABASE {} WITH ALLOW_CONNECTIONS false",
+            quote_ident(name)
+        ))
+        .await?;
+        self.client
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = $1 AND pid <> pg_backend_pid()",
+                &[&name],
+            )
+            .await
+            .map_err(|e| self.err(&e))?;
+        Ok(())
+    }
+
+    pub async fn open_database(&self, name: &str) -> Result<(), Error> {
+        self.execute(&format!(
+            "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true",
+            quote_ident(name)
+        ))
+        .await
+    }
+
+    pub async fn rename_database(&self, from: &str, to: &str) -> Result<(), Error> {
+        self.execute(&format!(
+            "ALTER DATABASE {} RENAME TO {}",
+            quote_ident(from),
+            quote_ident(to)
+        ))
+        .await
+    }
+}
+
+/// Connects with either TLS connector and drives the connection in the background.
+async fn open<T>(
+    cfg: &tokio_postgres::Config,
+    tls: T,
+    target: &DbTarget,
+) -> Result<tokio_postgres::Client, Error>
+where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
+    T::Stream: Send + 'static,
+{
+    let (client, connection) = cfg.connect(tls).await.map_err(|e| db_error(target, &e))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "postgres connection ended");
+        }
+    });
+    Ok(client)
+}
+
+fn db_error(target: &DbTarget, e: &tokio_postgres::Error) -> Error {
+    // tokio-postgres puts the server's message in the source; show it, minus any password.
+    let mut reason = e.to_string();
+    if let Some(db) = e.as_db_error() {
+        reason = format!("{}: {}", db.code().code(), db.message());
+    } else if let Some(src) = std::error::Error::source(e) {
+        reason = format!("{reason}: {src}");
+    }
+    Error::Database {
+        target: target.to_string(),
+        reason: target.password.redact(&reason),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_ident(r#"we"ird"#), r#""we""ird""#);
+    }
+}

@@ -1,0 +1,340 @@
+//! Where a database is and how to log in to it.
+//!
+//! A [`DbTarget`] comes from a `postgres://` URL (local use) or from a Secrets Manager secret in
+//! the RDS shape (`host`, `port`, `username`, `password`, `dbname`). The password lives in a
+//! [`Password`] whose `Debug`/`Display` print `***`; it reaches the PostgreSQL tools only through
+//! their environment (`PGPASSWORD`) and never appears in argv, logs, errors or outputs.
+
+use std::fmt;
+
+use percent_encoding::percent_decode_str;
+use serde::Deserialize;
+
+use crate::error::Error;
+use crate::model::run::Target;
+
+/// A password that never prints itself.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    pub fn new(s: impl Into<String>) -> Self {
+        Password(s.into())
+    }
+    /// The secret itself; only for handing to a PostgreSQL client or tool environment.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// Replaces every occurrence of the password in `text` by `***`.
+    pub fn redact(&self, text: &str) -> String {
+        if self.0.is_empty() {
+            text.to_string()
+        } else {
+            text.replace(&self.0, "***")
+        }
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// A PostgreSQL database to back up into or restore from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DbTarget {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Password,
+    pub dbname: String,
+    /// libpq `sslmode`, passed to the tools as `PGSSLMODE` when set.
+    pub sslmode: Option<String>,
+    /// libpq `sslrootcert`, passed to the tools as `PGSSLROOTCERT` when set.
+    pub sslrootcert: Option<std::path::PathBuf>,
+}
+
+impl fmt::Display for DbTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}@{}:{}/{}",
+            self.user, self.host, self.port, self.dbname
+        )
+    }
+}
+
+/// The RDS secret JSON shape (extra fields such as `engine` are ignored).
+#[derive(Deserialize)]
+struct RdsSecret {
+    host: String,
+    #[serde(default)]
+    port: Option<PortValue>,
+    username: String,
+    password: String,
+    #[serde(default)]
+    dbname: Option<String>,
+}
+
+/// RDS secrets carry the port as a number, hand-written ones often as a string.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum PortValue {
+    Number(u16),
+    Text(String),
+}
+
+impl DbTarget {
+    /// Parses `postgres://user:password@host:port/dbname?sslmode=...`. The error never echoes
+    /// the URL, since it may hold a password.
+    pub fn from_url(url: &str) -> Result<Self, Error> {
+        let bad = |why: &str| Error::InvalidInput(format!("database URL: {why}"));
+        let parsed = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+        if parsed.scheme() != "postgres" && parsed.scheme() != "postgresql" {
+            return Err(bad("scheme must be postgres:// or postgresql://"));
+        }
+        let host = parsed
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| bad("no host"))?
+            .to_string();
+        let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
+        let user = decode(parsed.username());
+        if user.is_empty() {
+            return Err(bad("no user name"));
+        }
+        let password = Password::new(parsed.password().map(decode).unwrap_or_default());
+        let dbname = decode(parsed.path().trim_start_matches('/'));
+        if dbname.is_empty() {
+            return Err(bad("no database name in the path"));
+        }
+        let (mut sslmode, mut sslrootcert) = (None, None);
+        for (k, v) in parsed.query_pairs() {
+            match k.as_ref() {
+                "sslmode" => sslmode = Some(v.into_owned()),
+                "sslrootcert" => sslrootcert = Some(std::path::PathBuf::from(v.into_owned())),
+                other => return Err(bad(&format!("unsupported parameter {other}"))),
+            }
+        }
+        Ok(DbTarget {
+            host,
+            port: parsed.port().unwrap_or(5432),
+            user,
+            password,
+            dbname,
+            sslmode,
+            sslrootcert,
+        })
+    }
+
+    /// Parses an RDS-shaped secret string. `dbname` overrides the secret's own `dbname`.
+    pub fn from_secret_json(
+        secret_id: &str,
+        json: &str,
+        dbname: Option<&str>,
+    ) -> Result<Self, Error> {
+        // No source: serde's error could quote a value of the secret.
+        let unusable = |reason: String| Error::SecretUnusable {
+            secret_id: secret_id.to_string(),
+            reason,
+            source: None,
+        };
+        // serde's message names the missing field but never a value.
+        let s: RdsSecret = serde_json::from_str(json)
+            .map_err(|e| unusable(format!("not an RDS-shaped secret ({})", e.classify_name())))?;
+        let port = match s.port {
+            None => 5432,
+            Some(PortValue::Number(p)) => p,
+            Some(PortValue::Text(t)) => t
+                .parse()
+                .map_err(|_| unusable("port is not a number".to_string()))?,
+        };
+        let dbname = dbname
+            .map(str::to_string)
+            .or(s.dbname)
+            .ok_or_else(|| unusable("no dbname in the secret and none given".to_string()))?;
+        Ok(DbTarget {
+            host: s.host,
+            port,
+            user: s.username,
+            password: Password::new(s.password),
+            dbname,
+            sslmode: None,
+            sslrootcert: None,
+        })
+    }
+
+    /// Reads the secret from Secrets Manager and parses it.
+    pub async fn from_secret(
+        client: &aws_sdk_secretsmanager::Client,
+        secret_id: &str,
+        dbname: Option<&str>,
+    ) -> Result<Self, Error> {
+        let out = client
+            .get_secret_value()
+            .secret_id(secret_id)
+            .send()
+            .await
+            .map_err(|e| {
+                let failure = crate::aws::Failure::of(e);
+                Error::SecretUnusable {
+                    secret_id: secret_id.to_string(),
+                    reason: format!("{}: {}", failure.code, failure.message),
+                    source: Some(failure.source),
+                }
+            })?;
+        let json = out.secret_string().ok_or_else(|| Error::SecretUnusable {
+            secret_id: secret_id.to_string(),
+            reason: "the secret has no string value".to_string(),
+            source: None,
+        })?;
+        Self::from_secret_json(secret_id, json, dbname)
+    }
+
+    /// Where a run's database target is and how to log in: from its secret, or (local use)
+    /// from the URL in the environment variable it names; its `dbname` overrides a URL's.
+    pub async fn resolve(
+        secrets: &aws_sdk_secretsmanager::Client,
+        target: &Target,
+    ) -> Result<Self, Error> {
+        let Target::Database {
+            secret_id,
+            url_env,
+            dbname,
+        } = target
+        else {
+            return Err(Error::InvalidInput(format!(
+                "{} is not a database",
+                target.label()
+            )));
+        };
+        let mut db = match (secret_id, url_env) {
+            (Some(secret), None) => {
+                DbTarget::from_secret(secrets, secret, dbname.as_deref()).await?
+            }
+            (None, Some(var)) => {
+                let url = std::env::var(var).map_err(|_| {
+                    Error::InvalidInput(format!(
+                        "url_env {var}: no such environment variable where the task runs"
+                    ))
+                })?;
+                DbTarget::from_url(&url)?
+            }
+            _ => {
+                return Err(Error::InvalidInput(
+                    "a database target needs exactly one of secret_id, url_env".to_string(),
+                ))
+            }
+        };
+        if let (Some(name), None) = (dbname, secret_id) {
+            db.dbname = name.clone();
+        }
+        Ok(db)
+    }
+
+    /// The same server and login, another database.
+    pub fn with_dbname(&self, dbname: &str) -> Self {
+        DbTarget {
+            dbname: dbname.to_string(),
+            ..self.clone()
+        }
+    }
+
+    /// Environment for libpq-based tools. The database goes in `PGDATABASE` too: as a
+    /// `--dbname` argument a name containing `=` would be read as a connection string.
+    pub fn libpq_env(&self) -> Vec<(&'static str, String)> {
+        let mut env = vec![
+            ("PGDATABASE", self.dbname.clone()),
+            ("PGHOST", self.host.clone()),
+            ("PGPORT", self.port.to_string()),
+            ("PGUSER", self.user.clone()),
+            ("PGPASSWORD", self.password.expose().to_string()),
+            ("PGAPPNAME", "backstop".to_string()),
+            ("PGCONNECT_TIMEOUT", "15".to_string()),
+        ];
+        if let Some(mode) = &self.sslmode {
+            env.push(("PGSSLMODE", mode.clone()));
+        }
+        if let Some(root) = &self.sslrootcert {
+            env.push(("PGSSLROOTCERT", root.display().to_string()));
+        }
+        env
+    }
+}
+
+/// Serde's classification of a JSON error, without the offending input.
+trait ClassifyName {
+    fn classify_name(&self) -> String;
+}
+
+impl ClassifyName for serde_json::Error {
+    fn classify_name(&self) -> String {
+        let msg = self.to_string();
+        // "missing field `password` at line 1 column 40" is safe; "invalid type: string \"...\""
+        // may quote a value, so only the category is kept for everything but missing fields.
+        if msg.starts_with("missing field") {
+            msg
+        } else {
+            format!("{:?} error at line {}", self.classify(), self.line())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_is_parsed_and_password_hidden() {
+        let t = DbTarget::from_url("postgres://app:s%40cret@db.local:6543/orders?sslmode=require")
+            .unwrap();
+        assert_eq!(t.host, "db.local");
+        assert_eq!(t.port, 6543);
+        assert_eq!(t.user, "app");
+        assert_eq!(t.password.expose(), "s@cret");
+        assert_eq!(t.dbname, "orders");
+        assert_eq!(t.sslmode.as_deref(), Some("require"));
+        assert_eq!(t.to_string(), "app@db.local:6543/orders");
+        assert!(!format!("{t:?}").contains("s@cret"));
+    }
+
+    #[test]
+    fn bad_urls_are_named_and_not_echoed() {
+        for url in [
+            "mysql://u:hunter2@h/db",
+            "postgres://u:hunter2@h",
+            "postgres://:hunter2@h/db",
+            "not a url hunter2",
+            "postgres://u:hunter2@h/db?password=x",
+        ] {
+            let err = DbTarget::from_url(url).unwrap_err();
+            assert_eq!(err.error_type(), "InvalidInput", "{url}");
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+        }
+    }
+
+    #[test]
+    fn rds_secret_shape() {
+        let t = DbTarget::from_secret_json(
+            "prod/db",
+            r#"{"engine":"postgres","host":"h","port":"5433","username":"u","password":"p4ss","dbname":"app"}"#,
+            None,
+        )
+        .unwrap();
+        assert_eq!((t.port, t.dbname.as_str()), (5433, "app"));
+        let err = DbTarget::from_secret_json("prod/db", r#"{"host":"h","password":"p4ss"}"#, None)
+            .unwrap_err();
+        assert_eq!(err.error_type(), "SecretUnusable");
+        assert!(err.to_string().contains("username"));
+        let err =
+            DbTarget::from_secret_json("s", r#"{"host":1,"password":"p4ss"}"#, None).unwrap_err();
+        assert!(!err.to_string().contains("p4ss"));
+    }
+}

@@ -1,0 +1,243 @@
+//! What the state machine's tasks pass each other: one target's task, the job a poll loop
+//! follows and its report, what each restore iteration reports, the error Step Functions
+//! caught, and the cause a `DeployFailed` execution ends with. Pure data: no I/O.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use crate::model::manifest::{InstanceBackup, InstanceBackupMode};
+use crate::model::poll::PollPolicy;
+use crate::model::run::{AppVersion, InstanceRestoreMode, Policy, Target, WaitFor};
+
+/// The input of start-backup and restore: one target of the run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetTask {
+    pub target: Target,
+    pub backup_id: String,
+    pub application: String,
+    #[serde(default)]
+    pub version: AppVersion,
+    #[serde(default)]
+    pub policy: Policy,
+}
+
+/// A job the poll loop follows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Job {
+    /// Snapshot sets or images of instances.
+    InstanceBackup {
+        jobs: Vec<InstanceJob>,
+        wait_for: WaitFor,
+        poll: PollPolicy,
+    },
+    /// A database dump; finished when start-backup returns.
+    DatabaseBackup { backup_id: String, database: String },
+    /// Restores of instances, advanced one step per poll.
+    InstanceRestore {
+        backup_id: String,
+        application: String,
+        instance_ids: Vec<String>,
+        restore_id: String,
+        mode: InstanceRestoreMode,
+        #[serde(with = "time::serde::rfc3339")]
+        started_at: OffsetDateTime,
+        poll: PollPolicy,
+    },
+    /// A database restore; finished when restore returns.
+    DatabaseRestore {
+        database: String,
+        failed_state_database: Option<String>,
+    },
+}
+
+/// What start-backup, poll-job and restore return: the job and where it stands. The state
+/// machine waits `next_wait_seconds` and polls again while `status` is `PENDING`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobReport {
+    pub job: Job,
+    pub status: JobState,
+    pub next_wait_seconds: u64,
+    pub progress: u8,
+    pub detail: String,
+}
+
+/// Where a job stands, as the state machine's choices read it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JobState {
+    /// Not done: wait `next_wait_seconds` and poll again.
+    Pending,
+    /// Snapshots started, and the policy (`wait_for: started`) waits for no more.
+    Started,
+    /// Done.
+    Completed,
+}
+
+impl JobReport {
+    /// A finished job.
+    pub fn completed(job: Job, detail: String) -> JobReport {
+        JobReport {
+            job,
+            status: JobState::Completed,
+            next_wait_seconds: 0,
+            progress: 100,
+            detail,
+        }
+    }
+}
+
+/// A started instance backup: what poll-job needs, ids only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceJob {
+    pub backup_id: String,
+    pub application: String,
+    pub instance_id: String,
+    pub mode: InstanceBackupMode,
+    #[serde(default)]
+    pub snapshot_ids: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+}
+
+impl InstanceJob {
+    pub fn of(
+        backup_id: &str,
+        application: &str,
+        entry: &InstanceBackup,
+        at: OffsetDateTime,
+    ) -> Self {
+        InstanceJob {
+            backup_id: backup_id.to_string(),
+            application: application.to_string(),
+            instance_id: entry.instance_id.clone(),
+            mode: entry.mode,
+            snapshot_ids: entry.snapshot_ids(),
+            image_id: entry.image_id.clone(),
+            started_at: at,
+        }
+    }
+}
+
+/// What one iteration of the restore Map reports: its target put back, or the error that
+/// stopped it. One target's failure does not stop the others; verify (mode `restore`) sees
+/// them all.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TargetRestore {
+    Completed {
+        detail: String,
+        /// The finished job: for a database, where its failed state is kept.
+        #[serde(default)]
+        job: Option<Job>,
+    },
+    /// `error` and `cause` as Step Functions caught them (`cause` is the function's
+    /// `{errorType, errorMessage}` JSON).
+    Failed { error: String, cause: String },
+}
+
+impl TargetRestore {
+    /// `Error: message` of a failed restore, the message taken out of the cause's JSON.
+    pub fn failure(&self) -> Option<String> {
+        let TargetRestore::Failed { error, cause } = self else {
+            return None;
+        };
+        let message = match FunctionError::parse(cause) {
+            Some(FunctionError {
+                error_message: Some(m),
+                ..
+            }) => m,
+            _ => cause.clone(),
+        };
+        Some(format!("{error}: {message}"))
+    }
+}
+
+/// The cause a `DeployFailed` execution ends with (as JSON): the original failure, the backup,
+/// what was restored and the checks after the restore. Verify (mode `restore`) writes it; the
+/// incident report and the pipeline worker's summary read it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployFailedCause {
+    pub error: String,
+    pub cause: String,
+    pub backup_id: String,
+    #[serde(default)]
+    pub restored: Vec<String>,
+    #[serde(default)]
+    pub checks_after_restore: String,
+}
+
+impl DeployFailedCause {
+    /// Reads the cause text; `None` when it is not this shape.
+    pub fn parse(text: &str) -> Option<DeployFailedCause> {
+        serde_json::from_str(text).ok()
+    }
+}
+
+/// An error as a Step Functions Catch hands it on (`ResultPath` of the caught error):
+/// its name and its cause, which for a Lambda task is the function's
+/// `{"errorType", "errorMessage"}` as JSON text.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepFailure {
+    #[serde(rename = "Error", default)]
+    pub error: String,
+    #[serde(rename = "Cause", default)]
+    pub cause: String,
+}
+
+impl StepFailure {
+    /// `Error: Cause`, at most `limit` characters, for a record kept in the catalog.
+    pub fn summary(&self, limit: usize) -> String {
+        format!("{}: {}", self.error, self.cause)
+            .chars()
+            .take(limit)
+            .collect()
+    }
+}
+
+/// A Lambda function's error as a caught cause carries it: `{"errorType", "errorMessage"}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionError {
+    #[serde(rename = "errorType", default)]
+    pub error_type: Option<String>,
+    #[serde(rename = "errorMessage", default)]
+    pub error_message: Option<String>,
+}
+
+impl FunctionError {
+    /// The cause read as a function error; `None` when it is not one.
+    pub fn parse(cause: &str) -> Option<FunctionError> {
+        serde_json::from_str(cause).ok()
+    }
+}
+
+/// `errorType: errorMessage` of a function's `{errorType, errorMessage}` cause; else the text.
+pub fn diagnostic_text(cause: &str) -> String {
+    match FunctionError::parse(cause) {
+        Some(FunctionError {
+            error_type: Some(t),
+            error_message: Some(m),
+        }) => format!("{t}: {m}"),
+        Some(FunctionError {
+            error_type: None,
+            error_message: Some(m),
+        }) => m,
+        _ => cause.to_string(),
+    }
+}
+
+/// The name of the restore execution guard mode starts for a backup: `guard-<backup id>`,
+/// within Step Functions' 80 characters (a longer id keeps its start and a hash of the whole).
+pub fn guard_execution_name(backup_id: &str) -> String {
+    let name = format!("guard-{backup_id}");
+    if name.len() <= 80 {
+        return name;
+    }
+    let hash = hex::encode(Sha256::digest(backup_id.as_bytes()));
+    let head: String = backup_id.chars().take(56).collect();
+    format!("guard-{head}-{}", &hash[..16])
+}

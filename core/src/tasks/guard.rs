@@ -1,0 +1,234 @@
+//! Guard mode: for pipelines that deploy in a stage of their own (CodeDeploy, ECS, …) after a
+//! Backstop stage took the backup. When a guarded stage fails, EventBridge delivers a
+//! `CodePipeline Stage Execution State Change` event with state `FAILED`; guard finds the
+//! backup taken for that pipeline execution (its recorded run document names the execution)
+//! and starts the protect state machine at its restore path for that backup.
+//!
+//! EventBridge delivers at least once. The restore execution's name is derived from the
+//! backup id, and Step Functions keeps names unique, so a repeated event finds the execution
+//! it started and never starts a second restore. An event for a pipeline execution without a
+//! backup is logged and published (`GuardFoundNoBackup`) and does nothing else.
+
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use serde::{Deserialize, Serialize};
+
+use crate::aws::events::{EventDetail, Outcome};
+use crate::aws::sfn::{execution_arn, sfn_error, start_named};
+use crate::context::Context;
+use crate::error::Error;
+use crate::model::job::StepFailure;
+use crate::model::run::RunDocument;
+
+/// The `detail-type` of the events guard mode acts on.
+pub const STAGE_EVENT: &str = "CodePipeline Stage Execution State Change";
+
+/// The detail of a `CodePipeline Stage Execution State Change` event, as guard reads it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageDetail {
+    pub pipeline: String,
+    #[serde(rename = "execution-id")]
+    pub execution_id: String,
+    pub stage: String,
+    /// `STARTED`, `SUCCEEDED`, `RESUMED`, `FAILED`, `CANCELED`, `STOPPED`, `STOPPING`.
+    pub state: String,
+}
+
+/// The state of a failed stage in the event. EventBridge spells CodePipeline's states in
+/// capitals (`FAILED`), unlike the API's `StageExecutionStatus` (`Failed`).
+pub const STAGE_STATE_FAILED: &str = "FAILED";
+
+/// The event guard takes: EventBridge's envelope around a stage state change.
+pub type StageEvent = EventBridgeEvent<StageDetail>;
+
+/// Checks the event is a CodePipeline stage state change with every field given.
+fn check(event: &StageEvent) -> Result<(), Error> {
+    if event.source != "aws.codepipeline" || event.detail_type != STAGE_EVENT {
+        return Err(Error::InvalidInput(format!(
+            "guard takes {STAGE_EVENT:?} events from aws.codepipeline, not {:?} from {:?}",
+            event.detail_type, event.source
+        )));
+    }
+    let d = &event.detail;
+    for (field, value) in [
+        ("pipeline", &d.pipeline),
+        ("execution-id", &d.execution_id),
+        ("stage", &d.stage),
+        ("state", &d.state),
+    ] {
+        if value.trim().is_empty() {
+            return Err(Error::InvalidInput(format!(
+                "the stage event's detail.{field} is empty"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The input guard starts the protect state machine with: the Entry choice sends it to the
+/// restore path (GuardRestore).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GuardRestoreInput {
+    pub restore_of: RestoreOf,
+}
+
+/// The backup to restore, the run it recorded and the failure that calls for the restore.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RestoreOf {
+    pub backup_id: String,
+    pub run: RunDocument,
+    pub failure: StepFailure,
+}
+
+/// What guard did with one event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum GuardOutcome {
+    /// Not a failure of a guarded stage.
+    Ignored { reason: String },
+    /// No verified backup names this pipeline execution: nothing to restore.
+    NoBackup {
+        pipeline: String,
+        stage: String,
+        pipeline_execution_id: String,
+    },
+    /// The restore path started for the backup.
+    RestoreStarted {
+        backup_id: String,
+        execution_arn: String,
+    },
+    /// A restore of this backup was started before (a repeated event): nothing more started.
+    AlreadyStarted {
+        backup_id: String,
+        execution_arn: String,
+        status: String,
+    },
+}
+
+pub use crate::model::job::guard_execution_name as execution_name;
+
+/// The error a guard restore starts its restore path with.
+pub const STAGE_FAILED: &str = "PipelineStageFailed";
+
+/// Acts on one event: a failed guarded stage whose pipeline execution has a backup starts
+/// (once) the restore path of `state_machine` for that backup.
+pub async fn handle(ctx: &Context, event: StageEvent) -> Result<GuardOutcome, Error> {
+    check(&event)?;
+    let stage = event.detail;
+    if stage.state != STAGE_STATE_FAILED {
+        return Ok(GuardOutcome::Ignored {
+            reason: format!("stage {} is {}, not FAILED", stage.stage, stage.state),
+        });
+    }
+    if !ctx.config.guard.guards(&stage.pipeline, &stage.stage) {
+        return Ok(GuardOutcome::Ignored {
+            reason: format!(
+                "stage {} of pipeline {} is not guarded (BACKSTOP_GUARD_STAGES)",
+                stage.stage, stage.pipeline
+            ),
+        });
+    }
+    let state_machine =
+        ctx.config.state_machine_arn.as_deref().ok_or_else(|| {
+            Error::InvalidInput("BACKSTOP_STATE_MACHINE_ARN is not set".to_string())
+        })?;
+    let sfn = ctx.sfn();
+    let Some((manifest, run)) = ctx
+        .catalog()
+        .find_by_pipeline_execution(&stage.execution_id)
+        .await?
+    else {
+        let summary = format!(
+            "stage {} of pipeline {} failed in execution {}, but no verified backup was taken \
+             for that execution: nothing was restored",
+            stage.stage, stage.pipeline, stage.execution_id
+        );
+        tracing::warn!(pipeline = %stage.pipeline, stage = %stage.stage,
+            pipeline_execution_id = %stage.execution_id, "{summary}");
+        let mut detail = EventDetail::new(summary, "", "");
+        detail.pipeline = Some(stage.pipeline.clone());
+        detail.stage = Some(stage.stage.clone());
+        detail.pipeline_execution_id = Some(stage.execution_id.clone());
+        ctx.events()
+            .publish(Outcome::GuardFoundNoBackup, &detail)
+            .await;
+        return Ok(GuardOutcome::NoBackup {
+            pipeline: stage.pipeline,
+            stage: stage.stage,
+            pipeline_execution_id: stage.execution_id,
+        });
+    };
+    let name = execution_name(&manifest.backup_id);
+    let arn = execution_arn(state_machine, &name);
+    match sfn.describe_execution().execution_arn(&arn).send().await {
+        Ok(found) => {
+            return Ok(GuardOutcome::AlreadyStarted {
+                backup_id: manifest.backup_id,
+                execution_arn: arn,
+                status: found.status().as_str().to_string(),
+            })
+        }
+        Err(e)
+            if aws_sdk_sfn::error::ProvideErrorMetadata::code(&e)
+                == Some("ExecutionDoesNotExist") => {}
+        Err(e) => return Err(sfn_error(sfn, "DescribeExecution", e)),
+    }
+    // Only what identifies the failure goes into the input: a repeated event builds the same
+    // input, so Step Functions treats its start as the same execution.
+    let input = GuardRestoreInput {
+        restore_of: RestoreOf {
+            backup_id: manifest.backup_id.clone(),
+            run,
+            failure: StepFailure {
+                error: STAGE_FAILED.to_string(),
+                cause: format!(
+                    "stage {} of pipeline {} failed (pipeline execution {})",
+                    stage.stage, stage.pipeline, stage.execution_id
+                ),
+            },
+        },
+    };
+    let input = serde_json::to_string(&input)
+        .map_err(|e| Error::InvalidInput(format!("the restore's input: {e}")))?;
+    let started = start_named(sfn, state_machine, &name, &input).await?;
+    if !started.new {
+        return Ok(GuardOutcome::AlreadyStarted {
+            backup_id: manifest.backup_id,
+            execution_arn: started.execution_arn,
+            status: "started before".to_string(),
+        });
+    }
+    tracing::info!(backup_id = %manifest.backup_id, execution_arn = %started.execution_arn,
+        "guard restore started");
+    Ok(GuardOutcome::RestoreStarted {
+        backup_id: manifest.backup_id,
+        execution_arn: started.execution_arn,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::GuardConfig;
+
+    #[test]
+    fn config_lists_pipeline_stage_pairs() {
+        let c = GuardConfig::parse(" shop:Deploy, billing:Release ").unwrap();
+        assert!(c.guards("shop", "Deploy"));
+        assert!(c.guards("billing", "Release"));
+        assert!(!c.guards("shop", "Release"));
+        assert_eq!(GuardConfig::parse("").unwrap().stages, vec![]);
+        for bad in ["shop", "shop:", ":Deploy", "a:b:c"] {
+            let e = GuardConfig::parse(bad).unwrap_err();
+            assert_eq!(e.error_type(), "InvalidInput", "{bad}");
+        }
+    }
+
+    #[test]
+    fn execution_names_fit_and_stay_distinct() {
+        assert_eq!(execution_name("codepipeline-abc"), "guard-codepipeline-abc");
+        let a = execution_name(&"a".repeat(80));
+        let b = execution_name(&format!("{}b", "a".repeat(79)));
+        assert!(a.len() <= 80 && b.len() <= 80, "{a} {b}");
+        assert_ne!(a, b);
+    }
+}

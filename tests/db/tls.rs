@@ -1,0 +1,67 @@
+//! A server that refuses plaintext (as RDS does with `rds.force_ssl`): backup, verify and
+//! restore over TLS with libpq's sslmode meanings, and named errors when TLS is off or the
+//! certificate cannot be trusted.
+
+use crate::support::{Bed, SHOP_SCHEMA};
+
+#[test]
+fn backup_and_restore_over_tls_with_sslmode_semantics() {
+    let bed = Bed::new()
+        .tls_only()
+        .database("app", SHOP_SCHEMA)
+        .moto()
+        .build();
+    let cli = bed.cli();
+    let original = bed.table_checksums("app");
+    let ca = bed.pg().ca_cert().unwrap();
+    let url = bed.pg().url("app");
+    let verified = format!("{url}?sslmode=verify-full&sslrootcert={}", ca.display());
+
+    // Plaintext is refused by the server, and said so.
+    let run = cli.catalog(&[
+        "db",
+        "backup",
+        "--database-url",
+        &format!("{url}?sslmode=disable"),
+    ]);
+    assert!(!run.ok);
+    assert!(
+        run.stderr.contains("error: DatabaseError:") && run.stderr.contains("no encryption"),
+        "{}",
+        run.stderr
+    );
+
+    // Full verification against a root the system does not know fails on the certificate.
+    let run = cli.catalog(&[
+        "db",
+        "backup",
+        "--database-url",
+        &format!("{url}?sslmode=verify-full"),
+    ]);
+    assert!(!run.ok);
+    assert!(
+        run.stderr.contains("error: DatabaseError:")
+            && run.stderr.to_lowercase().contains("certificate"),
+        "{}",
+        run.stderr
+    );
+    assert!(bed.keys().is_empty(), "nothing written: {:?}", bed.keys());
+
+    // libpq's default (prefer) negotiates TLS; verify-full with the right root works end to end.
+    let id = cli.db_backup("app", &[]);
+    let run = cli.catalog(&["db", "backup", "--database-url", &verified]);
+    assert!(run.ok, "{}", run.all());
+    let run = cli.db_verify(&id, &["--restore-test", "--database-url", &verified]);
+    assert!(run.ok, "{}", run.all());
+    bed.pg().psql("app", "DELETE FROM orders").unwrap();
+    let run = cli.catalog(&[
+        "db",
+        "restore",
+        "--backup-id",
+        &id,
+        "--database-url",
+        &verified,
+    ]);
+    assert!(run.ok, "{}", run.all());
+    assert_eq!(bed.table_checksums("app"), original);
+}
