@@ -5,7 +5,7 @@
 
 use aws_sdk_cloudwatch::types::{AlarmType, StateValue};
 
-use crate::aws::{attempts_of, Failure};
+use crate::aws::{named_error, ServiceError};
 use crate::error::Error;
 use crate::model::run::AlarmCheck;
 
@@ -44,7 +44,10 @@ impl Alarms {
                 .set_next_token(token.clone())
                 .send()
                 .await
-                .map_err(|e| self.error("DescribeAlarms", e))?;
+                .map_err(|e| {
+                    let retry = self.client.config().retry_config();
+                    named_error(e, "CloudWatch", "DescribeAlarms", retry, CLOUDWATCH)
+                })?;
             let state =
                 |name: Option<&str>, value: Option<&StateValue>, reason: Option<&str>| AlarmState {
                     name: name.unwrap_or_default().to_string(),
@@ -66,30 +69,10 @@ impl Alarms {
     }
 }
 
-impl Alarms {
-    fn error<E, R>(
-        &self,
-        operation: &'static str,
-        err: aws_sdk_cloudwatch::error::SdkError<E, R>,
-    ) -> Error
-    where
-        E: aws_sdk_cloudwatch::error::ProvideErrorMetadata
-            + std::error::Error
-            + Send
-            + Sync
-            + 'static,
-        R: std::fmt::Debug + Send + Sync + 'static,
-    {
-        Failure::of(err).into_error(
-            "CloudWatch",
-            operation,
-            attempts_of(self.client.config().retry_config()),
-            |operation, code, reason, source| Error::CloudWatch {
-                operation,
-                code,
-                reason,
-                source,
-            },
-        )
-    }
-}
+/// CloudWatch's own error.
+const CLOUDWATCH: ServiceError = |operation, code, reason, source| Error::CloudWatch {
+    operation,
+    code,
+    reason,
+    source,
+};

@@ -11,7 +11,7 @@ use aws_sdk_ec2::types::{
     Filter, Instance, InstanceStateName, ResourceType, Tag, TagSpecification, Volume,
 };
 
-use crate::aws::{attempts_of, Failure};
+use crate::aws::{named_error, ServiceError};
 use crate::error::Error;
 
 /// Tag on everything a backup creates: the backup id.
@@ -32,6 +32,14 @@ pub const TAG_REPLACED_BY: &str = "backstop:replaced-by";
 pub const TAG_FAILED_STATE_OF: &str = "backstop:failed-state-of";
 /// Tag on a replaced volume: the restore that replaced it.
 pub const TAG_REPLACED_IN: &str = "backstop:replaced-in";
+
+/// EC2's own error.
+const EC2: ServiceError = |operation, code, reason, source| Error::Ec2 {
+    operation,
+    code,
+    reason,
+    source,
+};
 
 /// An EC2 client whose failures are named errors.
 #[derive(Clone, Debug)]
@@ -73,17 +81,8 @@ impl Ec2 {
         R: std::fmt::Debug + Send + Sync + 'static,
     {
         f(&self.client).await.map_err(|err| {
-            Failure::of(err).into_error(
-                "EC2",
-                operation,
-                attempts_of(self.client.config().retry_config()),
-                |operation, code, reason, source| Error::Ec2 {
-                    operation,
-                    code,
-                    reason,
-                    source,
-                },
-            )
+            let retry = self.client.config().retry_config();
+            named_error(err, "EC2", operation, retry, EC2)
         })
     }
 

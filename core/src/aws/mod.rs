@@ -96,25 +96,33 @@ impl Failure {
 /// How a service's own error is built: the operation, AWS's code and message, the call's error.
 pub type ServiceError = fn(&'static str, String, String, Option<Source>) -> crate::error::Error;
 
-impl Failure {
-    /// The named error of the failed call: `Throttled` (naming `service operation` and the
-    /// `attempts` the client made) when AWS throttled it through every attempt, else the
-    /// service's own error built by `own`.
-    pub fn into_error(
-        self,
-        service: &str,
-        operation: &'static str,
-        attempts: u32,
-        own: ServiceError,
-    ) -> crate::error::Error {
-        if self.throttled {
-            return crate::error::Error::Throttled {
-                operation: format!("{service} {operation}"),
-                attempts,
-            };
-        }
-        own(operation, self.code, self.message, Some(self.source))
+/// The named error of a failed call of `service`: `Throttled` (naming `service operation` and
+/// the attempts its client's `retry` configuration made) when AWS throttled it through every
+/// attempt, else the service's own error built by `own`. Every adapter maps its failures here.
+pub fn named_error<E, R>(
+    err: aws_sdk_s3::error::SdkError<E, R>,
+    service: &str,
+    operation: &'static str,
+    retry: Option<&RetryConfig>,
+    own: ServiceError,
+) -> crate::error::Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    let failure = Failure::of(err);
+    if failure.throttled {
+        return crate::error::Error::Throttled {
+            operation: format!("{service} {operation}"),
+            attempts: attempts_of(retry),
+        };
     }
+    own(
+        operation,
+        failure.code,
+        failure.message,
+        Some(failure.source),
+    )
 }
 
 /// Error codes AWS uses for throttling (the SDK's standard retry retries these too).

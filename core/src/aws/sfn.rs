@@ -3,7 +3,7 @@
 //! mode), the running executions (retention), and the mapping of Step Functions failures to
 //! `StepFunctionsError` (or `Throttled`).
 
-use crate::aws::{attempts_of, Failure};
+use crate::aws::named_error;
 use crate::error::Error;
 
 /// An execution started by [`start_named`].
@@ -93,10 +93,11 @@ where
     E: aws_sdk_sfn::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
-    Failure::of(err).into_error(
+    named_error(
+        err,
         "Step Functions",
         operation,
-        attempts_of(sfn.config().retry_config()),
+        sfn.config().retry_config(),
         |operation, code, reason, source| Error::StepFunctions {
             operation,
             code,

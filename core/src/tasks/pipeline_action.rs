@@ -14,7 +14,7 @@ use aws_sdk_sfn::types::ExecutionStatus;
 use serde::{Deserialize, Serialize};
 
 use crate::aws::sfn::{sfn_error, start_named};
-use crate::aws::{attempts_of, Failure};
+use crate::aws::{named_error, ServiceError};
 use crate::context::Context;
 use crate::error::{Error, Named};
 use crate::model::job::{diagnostic_text, DeployFailedCause};
@@ -129,7 +129,7 @@ impl PipelineJobs {
                     .output_variables("EXECUTION_ARN", arn)
                     .send()
                     .await
-                    .map_err(|e| self.error("PutJobSuccessResult", e))?;
+                    .map_err(|e| self.failed("PutJobSuccessResult", e))?;
                 Ok(JobAnswer::Succeeded {
                     execution_arn: arn.clone(),
                     backup_id,
@@ -174,7 +174,7 @@ impl PipelineJobs {
             .execution_details(details(summary)?)
             .send()
             .await
-            .map_err(|e| self.error("PutJobSuccessResult", e))?;
+            .map_err(|e| self.failed("PutJobSuccessResult", e))?;
         Ok(())
     }
 
@@ -196,14 +196,22 @@ impl PipelineJobs {
             .failure_details(details)
             .send()
             .await
-            .map_err(|e| self.error("PutJobFailureResult", e))?;
+            .map_err(|e| self.failed("PutJobFailureResult", e))?;
         Ok(())
     }
 }
 
+/// CodePipeline's own error.
+const CODEPIPELINE: ServiceError = |operation, code, reason, source| Error::CodePipeline {
+    operation,
+    code,
+    reason,
+    source,
+};
+
 impl PipelineJobs {
-    /// `CodePipelineError` with AWS's code and message, or `Throttled`.
-    fn error<E, R>(
+    /// `CodePipelineError`, or `Throttled` after the client's retries.
+    fn failed<E, R>(
         &self,
         operation: &'static str,
         err: aws_sdk_codepipeline::error::SdkError<E, R>,
@@ -216,17 +224,8 @@ impl PipelineJobs {
             + 'static,
         R: std::fmt::Debug + Send + Sync + 'static,
     {
-        Failure::of(err).into_error(
-            "CodePipeline",
-            operation,
-            attempts_of(self.codepipeline.config().retry_config()),
-            |operation, code, reason, source| Error::CodePipeline {
-                operation,
-                code,
-                reason,
-                source,
-            },
-        )
+        let retry = self.codepipeline.config().retry_config();
+        named_error(err, "CodePipeline", operation, retry, CODEPIPELINE)
     }
 }
 
