@@ -12,8 +12,7 @@ pub async fn check(
     run: &RunDocument,
     q: &SqlCheck,
 ) -> Result<(), Error> {
-    let target = target_of(secrets, run, q.database.as_deref()).await?;
-    let db = DbTarget::resolve(secrets, target).await?;
+    let db = database_of(secrets, run, q.database.as_deref()).await?;
     let session = Session::connect(&db).await?;
     let got = session
         .query_first_text(&q.query)
@@ -32,14 +31,14 @@ pub async fn check(
     Ok(())
 }
 
-/// The database target a SQL check names, or the only one. The name is the target's
-/// `dbname`, `url_env` or `secret_id` as written, or else the name of the database it
-/// resolves to (the one in the URL or the secret).
-async fn target_of<'r>(
+/// Where the database target a SQL check names is (or the run's only one). The name is the
+/// target's `dbname`, `url_env` or `secret_id` as written, or else the name of the database it
+/// resolves to (the one in the URL or the secret); each target is resolved at most once.
+async fn database_of(
     secrets: &aws_sdk_secretsmanager::Client,
-    run: &'r RunDocument,
+    run: &RunDocument,
     name: Option<&str>,
-) -> Result<&'r Target, Error> {
+) -> Result<DbTarget, Error> {
     let dbs: Vec<&Target> = run
         .targets
         .iter()
@@ -47,7 +46,7 @@ async fn target_of<'r>(
         .collect();
     let Some(n) = name else {
         return match dbs.as_slice() {
-            [only] => Ok(only),
+            [only] => DbTarget::resolve(secrets, only).await,
             _ => Err(Error::InvalidInput(
                 "a SQL check must name its database when the run has several".to_string(),
             )),
@@ -64,11 +63,12 @@ async fn target_of<'r>(
         _ => false,
     });
     if let Some(t) = declared {
-        return Ok(t);
+        return DbTarget::resolve(secrets, t).await;
     }
     for t in dbs {
-        if DbTarget::resolve(secrets, t).await?.dbname == n {
-            return Ok(t);
+        let db = DbTarget::resolve(secrets, t).await?;
+        if db.dbname == n {
+            return Ok(db);
         }
     }
     Err(Error::InvalidInput(format!("no database target named {n}")))
