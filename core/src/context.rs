@@ -271,3 +271,40 @@ impl Context {
         DbTarget::resolve(self.secrets(), target).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_malformed_setting_is_invalid_input_naming_it_and_an_unset_one_its_default() {
+        // Variables no other test reads, so setting them races with nothing.
+        let name = "BACKSTOP_TEST_CONTEXT_SETTING";
+        std::env::remove_var(name);
+        assert_eq!(parsed(name, 3usize).unwrap(), 3);
+        std::env::set_var(name, " 7 ");
+        assert_eq!(parsed(name, 3usize).unwrap(), 7);
+        for bad in ["-1", "three", "1e3"] {
+            std::env::set_var(name, bad);
+            let e = parsed(name, 3usize).unwrap_err();
+            assert_eq!(e.error_type(), "InvalidInput", "{bad}");
+            assert!(e.to_string().contains(name), "{e}");
+        }
+        std::env::set_var(name, "yes");
+        assert_eq!(
+            parsed(name, false).unwrap_err().error_type(),
+            "InvalidInput"
+        );
+        std::env::remove_var(name);
+    }
+
+    #[test]
+    fn a_context_needs_a_bucket_and_a_valid_prefix() {
+        let shared = aws_config::SdkConfig::builder().build();
+        let e = Context::new(shared.clone(), Config::new(" ", "backstop")).err();
+        assert_eq!(e.map(|e| e.error_type()), Some("InvalidInput"));
+        let e = Context::new(shared.clone(), Config::new("b", "a b")).err();
+        assert_eq!(e.map(|e| e.error_type()), Some("InvalidInput"));
+        assert!(Context::new(shared, Config::new("b", "/backstop/")).is_ok());
+    }
+}
