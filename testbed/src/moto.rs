@@ -1,8 +1,12 @@
 //! A moto server (AWS emulator) child process on 127.0.0.1 at a free port, polled until
-//! `GET /moto-api/` answers 200, and terminated (SIGTERM, then SIGKILL) on drop.
+//! `GET /moto-api/` answers 200, and terminated (SIGTERM, then SIGKILL) on drop. Clients
+//! reach it through a proxy that holds every request to AWS's documented limits
+//! ([`crate::limits`]): moto accepts what AWS refuses, the proxy does not, and dropping a
+//! `Moto` that saw a request AWS would refuse fails the test.
 
+use crate::limits::Violation;
 use crate::util::{free_port, log_tail, signal, unique_temp_dir, workspace_root};
-use crate::TestbedError;
+use crate::{Fault, FaultProxy, TestbedError};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -15,9 +19,13 @@ const START_ATTEMPTS: usize = 3;
 /// A moto server (AWS emulator) on 127.0.0.1 at a free port, killed by PID on drop.
 #[derive(Debug)]
 pub struct Moto {
+    /// Where clients go: the limits proxy in front of the server.
     pub port: u16,
-    /// "http://127.0.0.1:PORT"
+    /// "http://127.0.0.1:PORT" of the limits proxy.
     pub endpoint: String,
+    /// The moto server itself, for what must bypass the limits (nothing a test sends).
+    pub server_port: u16,
+    limits: FaultProxy,
     child: Child,
     dir: PathBuf,
 }
@@ -45,19 +53,34 @@ impl Moto {
         let mut last_err = None;
         for attempt in 0..START_ATTEMPTS {
             match start_once(&binary, &dir, attempt, env) {
-                Ok((port, child)) => {
+                Ok((server_port, mut child)) => {
+                    let limits = match FaultProxy::start(server_port, Fault::None) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            terminate(&mut child);
+                            let _ = std::fs::remove_dir_all(&dir);
+                            return Err(e);
+                        }
+                    };
                     return Ok(Moto {
-                        port,
-                        endpoint: format!("http://127.0.0.1:{port}"),
+                        port: limits.port,
+                        endpoint: limits.endpoint.clone(),
+                        server_port,
+                        limits,
                         child,
                         dir,
-                    })
+                    });
                 }
                 Err(e) => last_err = Some(e),
             }
         }
         let _ = std::fs::remove_dir_all(&dir);
         Err(last_err.unwrap_or_else(|| TestbedError::Other("moto did not start".into())))
+    }
+
+    /// Every request so far that AWS would have refused (and every answer it could not give).
+    pub fn violations(&self) -> Vec<Violation> {
+        self.limits.violations()
     }
 
     /// The moto server's process id.
@@ -163,5 +186,14 @@ impl Drop for Moto {
     fn drop(&mut self) {
         terminate(&mut self.child);
         let _ = std::fs::remove_dir_all(&self.dir);
+        let violations = self.violations();
+        if !violations.is_empty() && !std::thread::panicking() {
+            let list: Vec<String> = violations.iter().map(|v| format!("- {v}")).collect();
+            panic!(
+                "{} request(s) to moto that AWS would refuse:\n{}",
+                violations.len(),
+                list.join("\n")
+            );
+        }
     }
 }

@@ -1,14 +1,17 @@
-//! A fault-injecting HTTP/1.1 forwarding proxy on 127.0.0.1 (std threads + std::net).
-//! Each client connection carries exactly one request: it is either forwarded to the
-//! upstream over a fresh connection (with `Connection: close`) and the whole response
-//! relayed back, or answered with an injected S3-style XML error. The accept loop stops
-//! when the [`FaultProxy`] is dropped.
+//! A fault-injecting HTTP/1.1 forwarding proxy on 127.0.0.1 (std threads + std::net) that
+//! also holds every request to AWS's documented limits ([`crate::limits`]).
+//! Each client connection carries exactly one request: it is forwarded to the upstream over
+//! a fresh connection (with `Connection: close`) and the whole response relayed back, or
+//! answered with an injected S3-style XML error, or, when it breaks an AWS limit, refused
+//! with the error AWS would give in the request's protocol and recorded as a violation. The
+//! accept loop stops when the [`FaultProxy`] is dropped.
 
+use crate::limits::{classify, Limits, Protocol, Violation, WireRequest};
 use crate::TestbedError;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -52,6 +55,8 @@ struct Shared {
     stop: AtomicBool,
     matched: AtomicUsize,
     injected: AtomicUsize,
+    limits: Limits,
+    violations: Mutex<Vec<Violation>>,
 }
 
 impl FaultProxy {
@@ -69,6 +74,8 @@ impl FaultProxy {
             stop: AtomicBool::new(false),
             matched: AtomicUsize::new(0),
             injected: AtomicUsize::new(0),
+            limits: Limits::new(),
+            violations: Mutex::new(Vec::new()),
         });
         let thread_shared = Arc::clone(&shared);
         let accept_thread = std::thread::Builder::new()
@@ -86,6 +93,16 @@ impl FaultProxy {
     /// How many matching requests were answered with an injected fault so far.
     pub fn injected(&self) -> usize {
         self.shared.injected.load(Ordering::SeqCst)
+    }
+
+    /// Every request so far that AWS would have refused, and every answer AWS could not have
+    /// given (an execution past Step Functions' payload limits).
+    pub fn violations(&self) -> Vec<Violation> {
+        self.shared
+            .violations
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -151,7 +168,37 @@ fn handle_connection(mut client: TcpStream, shared: &Shared) -> std::io::Result<
             }
         }
     };
-    if let Some(status) = inject_status {
+    let headers: Vec<(String, String)> = req
+        .headers
+        .iter()
+        .map(|h| (header_name(h).to_string(), header_value(h).to_string()))
+        .collect();
+    let host = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("host"))
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let chunked = headers.iter().any(|(n, v)| {
+        n.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked")
+    });
+    let body = if chunked {
+        dechunk(&req.body)
+    } else {
+        req.body.clone()
+    };
+    let wire = WireRequest {
+        method: &req.method,
+        target: &req.target,
+        host: &host,
+        headers: &headers,
+        body: &body,
+    };
+    let broken = shared.limits.check_request(&wire);
+    if !broken.is_empty() {
+        let response = refusal(&wire, &broken);
+        record(shared, broken);
+        client.write_all(&response)?;
+    } else if let Some(status) = inject_status {
         shared.injected.fetch_add(1, Ordering::SeqCst);
         let mut resp = format!(
             "HTTP/1.1 {status} {}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nx-amz-request-id: INJECTEDFAULT\r\nConnection: close\r\n\r\n",
@@ -165,11 +212,89 @@ fn handle_connection(mut client: TcpStream, shared: &Shared) -> std::io::Result<
         client.write_all(&resp)?;
     } else {
         let response = forward(&req, shared.upstream)?;
+        if let Some(end) = find(&response, b"\r\n\r\n") {
+            let answered = shared.limits.check_response(&wire, &response[end + 4..]);
+            record(shared, answered);
+        }
         client.write_all(&response)?;
     }
     client.flush()?;
     let _ = client.shutdown(Shutdown::Both);
     Ok(())
+}
+
+/// Keeps `found` and says each on stderr (the only place a server process can say it).
+fn record(shared: &Shared, found: Vec<Violation>) {
+    for v in &found {
+        eprintln!("testbed limits: {v}");
+    }
+    if let Ok(mut all) = shared.violations.lock() {
+        all.extend(found);
+    }
+}
+
+/// AWS's answer to a request that breaks its limits, in the request's protocol: HTTP 400
+/// with the error code AWS gives for an invalid parameter.
+fn refusal(req: &WireRequest, broken: &[Violation]) -> Vec<u8> {
+    let message: Vec<String> = broken.iter().map(ToString::to_string).collect();
+    let message = message.join("; ");
+    let (content_type, extra, body) = match classify(req).0 {
+        Protocol::Json | Protocol::Cbor | Protocol::Emulator => (
+            "application/x-amz-json-1.0",
+            "x-amzn-errortype: ValidationException\r\n",
+            serde_json::json!({"__type": "ValidationException", "message": &message}).to_string(),
+        ),
+        Protocol::Query => (
+            "text/xml;charset=UTF-8",
+            "",
+            format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error>\
+                 <Code>InvalidParameterValue</Code><Message>{}</Message></Error></Errors>\
+                 <RequestID>testbed-limits</RequestID></Response>",
+                xml_escape(&message)
+            ),
+        ),
+        Protocol::S3 => (
+            "application/xml",
+            "",
+            format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>InvalidArgument</Code>\
+                 <Message>{}</Message></Error>",
+                xml_escape(&message)
+            ),
+        ),
+    };
+    format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: {content_type}\r\n{extra}Content-Length: {}\r\n\
+         x-amz-request-id: TESTBEDLIMITS\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// The data of a chunked body, without its framing.
+fn dechunk(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut rest = raw;
+    while let Some(eol) = find(rest, b"\r\n") {
+        let size = String::from_utf8_lossy(&rest[..eol]);
+        let size = size.split(';').next().unwrap_or_default().trim();
+        let Ok(size) = usize::from_str_radix(size, 16) else {
+            break;
+        };
+        if size == 0 || rest.len() < eol + 2 + size {
+            break;
+        }
+        out.extend_from_slice(&rest[eol + 2..eol + 2 + size]);
+        rest = &rest[(eol + 4 + size).min(rest.len())..];
+    }
+    out
 }
 
 /// Sends the request upstream on a fresh connection and returns the whole response

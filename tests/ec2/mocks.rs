@@ -32,8 +32,10 @@ use aws_sdk_ec2::types::{
     VolumeAttachmentState, VolumeState, VolumeType,
 };
 use aws_sdk_ec2::Client;
-use aws_smithy_mocks::{mock, mock_client, MockResponse, Rule, RuleMode};
-use backstop_core::aws::ec2::{Ec2, InstanceView};
+use aws_smithy_mocks::{create_mock_http_client, mock, mock_client, MockResponse, Rule, RuleMode};
+
+use crate::support::limits_checked;
+use backstop_core::aws::ec2::{client_token, Ec2, InstanceView};
 use backstop_core::instance::backup::{
     poll_instance_backup, start_instance_backup, InstanceBackupRequest,
 };
@@ -53,16 +55,21 @@ const STARTED: OffsetDateTime = datetime!(2026-11-25 12:00 UTC);
 
 /// Requests per call: the SDK's standard retry, as configured for these clients.
 const ATTEMPTS: u32 = 4;
+/// A restore id as the pipeline gives it: the protect execution's name (`codepipeline-<uuid>`,
+/// 49 characters), the longest kind the tests' restores carry.
+const PIPELINE_RESTORE: &str = "codepipeline-0f3c2a4e-9b1d-4c8e-a6f2-7d5e9b3c1a20";
 
 /// A client answering from `rules`, with the SDK's standard retry (the only retry layer) at
 /// [`ATTEMPTS`] requests per call and millisecond backoff, so every request can be counted.
 fn ec2(rules: &[&Rule]) -> Ec2 {
-    let client = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, rules, |c| c.retry_config(
-        RetryConfig::standard()
-            .with_max_attempts(ATTEMPTS)
-            .with_initial_backoff(Duration::from_millis(1))
-            .with_max_backoff(Duration::from_millis(4))
-    ));
+    let client = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, rules, |c| c
+        .http_client(limits_checked(create_mock_http_client()))
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(ATTEMPTS)
+                .with_initial_backoff(Duration::from_millis(1))
+                .with_max_backoff(Duration::from_millis(4))
+        ));
     Ec2::new(client)
 }
 
@@ -99,7 +106,7 @@ fn job(snapshot_ids: &[&str]) -> InstanceJob {
     InstanceJob {
         backup_id: BACKUP.to_string(),
         application: "shop".to_string(),
-        instance_id: "i-0a1".to_string(),
+        instance_id: "i-0a1b2c3d4e5f60718".to_string(),
         mode: InstanceBackupMode::Snapshots,
         snapshot_ids: snapshot_ids.iter().map(|s| s.to_string()).collect(),
         image_id: None,
@@ -349,7 +356,7 @@ fn mocked_deadline_passed_while_pending_is_timed_out_but_a_late_completion_still
 
 fn instance_view() -> InstanceView {
     InstanceView {
-        instance_id: "i-0a1".to_string(),
+        instance_id: "i-0a1b2c3d4e5f60718".to_string(),
         availability_zone: "eu-west-1b".to_string(),
         state: InstanceStateName::Running,
         root_device: Some("/dev/xvda".to_string()),
@@ -558,7 +565,7 @@ fn backed_up(mode: InstanceBackupMode, state: BackupState) -> InstanceBackup {
         snapshot_id: Some(snap.to_string()),
     };
     InstanceBackup {
-        instance_id: "i-0a1".to_string(),
+        instance_id: "i-0a1b2c3d4e5f60718".to_string(),
         availability_zone: "eu-west-1b".to_string(),
         mode,
         image_id: None,
@@ -579,7 +586,7 @@ fn running_instance() -> Rule {
                 Reservation::builder()
                     .instances(
                         Instance::builder()
-                            .instance_id("i-0a1")
+                            .instance_id("i-0a1b2c3d4e5f60718")
                             .state(
                                 InstanceState::builder()
                                     .name(InstanceStateName::Running)
@@ -598,12 +605,12 @@ fn running_instance() -> Rule {
 fn task(state: ReplaceRootVolumeTaskState) -> ReplaceRootVolumeTask {
     ReplaceRootVolumeTask::builder()
         .replace_root_volume_task_id("replacevol-1")
-        .instance_id("i-0a1")
+        .instance_id("i-0a1b2c3d4e5f60718")
         .task_state(state)
         .tags(
             Tag::builder()
                 .key("backstop:restore-id")
-                .value("r1")
+                .value(PIPELINE_RESTORE)
                 .build(),
         )
         .build()
@@ -624,9 +631,16 @@ fn mocked_replace_root_task_runs_pending_in_progress_succeeded_and_is_created_on
         .output(|| tasks(vec![task(ReplaceRootVolumeTaskState::InProgress)]))
         .output(|| tasks(vec![task(ReplaceRootVolumeTaskState::Succeeded)]))
         .build();
+    // The same token on every retry and resumed run, within EC2's 64 characters.
+    let token = client_token(&[
+        "CreateReplaceRootVolumeTask",
+        PIPELINE_RESTORE,
+        "i-0a1b2c3d4e5f60718",
+    ]);
     let create = mock!(Client::create_replace_root_volume_task)
-        .match_requests(|r| {
-            r.instance_id() == Some("i-0a1")
+        .match_requests(move |r| {
+            r.client_token() == Some(token.as_str())
+                && r.instance_id() == Some("i-0a1b2c3d4e5f60718")
                 && r.snapshot_id() == Some("snap-root")
                 && r.image_id().is_none()
                 && r.delete_replaced_root_volume() == Some(false)
@@ -641,7 +655,7 @@ fn mocked_replace_root_task_runs_pending_in_progress_succeeded_and_is_created_on
     let r = InstanceRestore {
         backup_id: BACKUP,
         entry: &entry,
-        restore_id: "r1",
+        restore_id: PIPELINE_RESTORE,
         mode: InstanceRestoreMode::ReplaceRoot,
     };
     let rt = rt();
@@ -686,7 +700,7 @@ fn mocked_failed_replace_root_task_is_instance_restore_failed_keeping_the_old_ro
     let r = InstanceRestore {
         backup_id: BACKUP,
         entry: &entry,
-        restore_id: "r1",
+        restore_id: PIPELINE_RESTORE,
         mode: InstanceRestoreMode::ReplaceRoot,
     };
     let err = rt().block_on(restore_instance_step(&ec2, &r)).unwrap_err();
@@ -716,7 +730,7 @@ fn mocked_restore_of_a_pending_backup_or_a_vanished_instance_is_refused_untouche
             &InstanceRestore {
                 backup_id: BACKUP,
                 entry: &pending,
-                restore_id: "r1",
+                restore_id: PIPELINE_RESTORE,
                 mode: InstanceRestoreMode::SwapVolumes,
             },
         ))
@@ -730,7 +744,7 @@ fn mocked_restore_of_a_pending_backup_or_a_vanished_instance_is_refused_untouche
             &InstanceRestore {
                 backup_id: BACKUP,
                 entry: &completed,
-                restore_id: "r1",
+                restore_id: PIPELINE_RESTORE,
                 mode: InstanceRestoreMode::SwapVolumes,
             },
         ))
@@ -819,7 +833,7 @@ impl World {
             b = b.attachments(
                 VolumeAttachment::builder()
                     .volume_id(id)
-                    .instance_id("i-0a1")
+                    .instance_id("i-0a1b2c3d4e5f60718")
                     .device(device)
                     .state(VolumeAttachmentState::Attached)
                     .build(),
@@ -859,7 +873,7 @@ fn world_rules(w: &Shared) -> Vec<Rule> {
                     Reservation::builder()
                         .instances(
                             Instance::builder()
-                                .instance_id("i-0a1")
+                                .instance_id("i-0a1b2c3d4e5f60718")
                                 .state(
                                     InstanceState::builder()
                                         .name(InstanceStateName::from(w.instance_state.as_str()))
@@ -1126,7 +1140,7 @@ fn mocked_swap_restore_interrupted_at_every_call_resumes_with_only_the_missing_c
             assert_eq!(old.tags["backstop:replaced-by"], *now);
             assert_eq!(
                 old.tags["backstop:failed-state-of"],
-                format!("i-0a1:{}", v.device)
+                format!("i-0a1b2c3d4e5f60718:{}", v.device)
             );
             let reported = step.volumes.iter().find(|s| s.device == v.device).unwrap();
             assert_eq!(&reported.volume_id, now);
@@ -1152,7 +1166,7 @@ fn mocked_device_selection_and_boot_exclusion_shape_the_create_snapshots_call() 
     let create = mock!(Client::create_snapshots)
         .match_requests(|r| {
             let spec = r.instance_specification();
-            spec.and_then(|s| s.instance_id()) == Some("i-0a1")
+            spec.and_then(|s| s.instance_id()) == Some("i-0a1b2c3d4e5f60718")
                 && spec.and_then(|s| s.exclude_boot_volume()) == Some(true)
                 && spec.is_some_and(|s| s.exclude_data_volume_ids().is_empty())
         })
@@ -1225,7 +1239,7 @@ fn mocked_image_backup_is_made_without_reboot_and_a_retried_call_finds_it_by_nam
     let create = mock!(Client::create_image)
         .match_requests(|r| {
             r.no_reboot() == Some(true)
-                && r.instance_id() == Some("i-0a1")
+                && r.instance_id() == Some("i-0a1b2c3d4e5f60718")
                 && r.tag_specifications().len() == 2
         })
         .sequence()

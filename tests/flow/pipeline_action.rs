@@ -12,11 +12,11 @@ use aws_sdk_codepipeline::config::retry::RetryConfig;
 use aws_sdk_codepipeline::operation::put_job_failure_result::PutJobFailureResultOutput;
 use aws_sdk_codepipeline::operation::put_job_success_result::PutJobSuccessResultOutput;
 use aws_sdk_codepipeline::Client;
-use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
+use aws_smithy_mocks::{create_mock_http_client, mock, mock_client, Rule, RuleMode};
 use backstop_core::tasks::pipeline_action::{JobAnswer, PipelineJobs};
 use serde_json::{json, Value};
 
-use crate::support::Bed;
+use crate::support::{limits_checked, Bed};
 
 /// Ends like the protect machine: `shop-fails` fails with DeployFailed and its cause JSON,
 /// anything else succeeds; both after a 2 s wait, so the first look finds it running.
@@ -56,6 +56,7 @@ impl Worker {
     fn worker(&self, rules: &[&Rule], state_machine: Option<&str>) -> PipelineJobs {
         let _in = self.bed.rt.enter();
         let cp = mock_client!(aws_sdk_codepipeline, RuleMode::MatchAny, rules, |c| c
+            .http_client(limits_checked(create_mock_http_client()))
             .retry_config(RetryConfig::disabled()));
         PipelineJobs::new(cp, self.sfn.clone(), state_machine.map(str::to_string))
     }

@@ -10,6 +10,8 @@
 //! - [`offline`]: AWS and contexts with no server at all: a closed port, a recording fake, an
 //!   in-memory catalog; the sample events.
 //! - [`fixtures`]: schemas, migrations, a stand-in HTTP server, temporary files and tools.
+//! - [`limits_checked`]: AWS's documented limits on every client a test builds; moto gets
+//!   them from the proxy the test bed puts in front of it.
 
 // Each test binary uses part of the bed.
 #![allow(dead_code, unused_imports)]
@@ -17,12 +19,14 @@
 mod bed;
 mod cli;
 pub mod fixtures;
+mod limits;
 mod local;
 pub mod offline;
 
 pub use bed::{tags_of, Bed, BedBuilder};
 pub use cli::{Cli, Run};
 pub use fixtures::{Answering, FakeTools, TempFile, BIG_TABLE, DESTRUCTIVE_MIGRATION, SHOP_SCHEMA};
+pub use limits::limits_checked;
 pub use local::Local;
 pub use offline::{
     closed_port_context, closed_port_shared, guarded, memory_catalog, memory_context, sample_event,

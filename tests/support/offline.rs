@@ -3,7 +3,9 @@
 //! - a closed port (127.0.0.1:1) with retries off, so any AWS call fails at once and touches
 //!   nothing;
 //! - [`FakeAws`], an HTTP client in place of AWS that records every call and answers the
-//!   operations a test gives it (anything else fails at once), so a test can say exactly which
+//!   operations a test gives it (anything else fails at once), and, like the proxy in front of
+//!   every moto, fails the test on a request that breaks AWS's documented limits
+//!   (`backstop_testbed::limits`), so a test can say exactly which
 //!   calls a task made and what it published. A test in which it answers an operation is a
 //!   mock, named `mocked_…`; each of those scenarios also runs against moto in the `flow` and
 //!   `ec2` binaries. One that only records proves that no call was made at all;
@@ -195,7 +197,7 @@ impl FakeAws {
                 "backstop-tests",
             )))
             .retry_config(RetryConfig::disabled())
-            .http_client(client)
+            .http_client(super::limits_checked(client))
             .build()
     }
 }

@@ -14,7 +14,7 @@ use aws_sdk_cloudwatch::error::ErrorMetadata;
 use aws_sdk_cloudwatch::operation::describe_alarms::{DescribeAlarmsError, DescribeAlarmsOutput};
 use aws_sdk_cloudwatch::types::{CompositeAlarm, MetricAlarm, StateValue};
 use aws_sdk_cloudwatch::Client;
-use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
+use aws_smithy_mocks::{create_mock_http_client, mock, mock_client, Rule, RuleMode};
 use serde_json::json;
 
 use backstop_core::aws::cloudwatch::Alarms;
@@ -25,7 +25,7 @@ use backstop_core::tasks::verify::{self, VerifyTask};
 use backstop_core::{Config, Context, Error};
 
 use crate::support::offline::CBOR_EMPTY_MAP;
-use crate::support::{closed_port_shared, FakeAws};
+use crate::support::{closed_port_shared, limits_checked, FakeAws};
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -48,6 +48,7 @@ struct Checks {
 impl Checks {
     fn new(rules: &[&Rule]) -> Checks {
         let client = mock_client!(aws_sdk_cloudwatch, RuleMode::MatchAny, rules, |c| c
+            .http_client(limits_checked(create_mock_http_client()))
             .retry_config(
                 RetryConfig::standard()
                     .with_max_attempts(ATTEMPTS)

@@ -12,7 +12,7 @@ use aws_sdk_cloudwatch::operation::describe_alarms::DescribeAlarmsError;
 use aws_sdk_codepipeline::operation::put_job_failure_result::PutJobFailureResultError;
 use aws_sdk_ec2::error::ErrorMetadata;
 use aws_sdk_ec2::operation::describe_volumes::DescribeVolumesError;
-use aws_smithy_mocks::{mock, mock_client, RuleMode};
+use aws_smithy_mocks::{create_mock_http_client, mock, mock_client, RuleMode};
 use backstop_core::aws::cloudwatch::Alarms;
 use backstop_core::aws::ec2::Ec2;
 use backstop_core::model::run::AlarmCheck;
@@ -21,7 +21,7 @@ use backstop_core::Error;
 use serde_json::json;
 
 use crate::block_on;
-use crate::support::{closed_port_shared, sample_event};
+use crate::support::{closed_port_shared, limits_checked, sample_event};
 
 /// Requests per call, as these clients are configured.
 const ATTEMPTS: u32 = 3;
@@ -58,7 +58,9 @@ fn mocked_ec2_call_still_throttled_after_the_clients_retries_is_throttled() {
         aws_sdk_ec2,
         RuleMode::MatchAny,
         [&throttling],
-        |c| c.retry_config(retry())
+        |c| c
+            .http_client(limits_checked(create_mock_http_client()))
+            .retry_config(retry())
     ));
     let err = block_on(ec2.call("DescribeVolumes", |c| c.describe_volumes().send())).unwrap_err();
     assert_eq!(err.error_type(), "Throttled");
@@ -78,7 +80,9 @@ fn mocked_ec2_call_still_throttled_after_the_clients_retries_is_throttled() {
         aws_sdk_ec2,
         RuleMode::MatchAny,
         [&denied],
-        |c| c.retry_config(retry())
+        |c| c
+            .http_client(limits_checked(create_mock_http_client()))
+            .retry_config(retry())
     ));
     let err = block_on(ec2.call("DescribeVolumes", |c| c.describe_volumes().send())).unwrap_err();
     assert_eq!(err.error_type(), "Ec2Error", "{err}");
@@ -98,7 +102,9 @@ fn mocked_cloudwatch_call_still_throttled_after_the_clients_retries_is_throttled
         aws_sdk_cloudwatch,
         RuleMode::MatchAny,
         [&throttling],
-        |c| c.retry_config(retry())
+        |c| c
+            .http_client(limits_checked(create_mock_http_client()))
+            .retry_config(retry())
     ));
     let check = AlarmCheck {
         name: Some("shop-5xx".to_string()),
@@ -120,7 +126,9 @@ fn mocked_codepipeline_answer_still_throttled_after_the_clients_retries_is_throt
         aws_sdk_codepipeline,
         RuleMode::MatchAny,
         [&throttling],
-        |c| c.retry_config(retry())
+        |c| c
+            .http_client(limits_checked(create_mock_http_client()))
+            .retry_config(retry())
     );
     // Step Functions is never reached: the job's UserParameters are not a run document.
     let sfn = aws_sdk_sfn::Client::new(&closed_port_shared());

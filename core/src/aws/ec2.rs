@@ -297,10 +297,73 @@ pub fn tag_value<'t>(tags: &'t [Tag], key: &str) -> Option<&'t str> {
         .and_then(|t| t.value())
 }
 
-/// The user tags of a resource that may be copied (AWS reserves the `aws:` prefix).
-pub fn copyable_tags(tags: &[Tag]) -> Vec<(String, String)> {
-    tags.iter()
+/// The most tags one EC2 resource can carry.
+/// <https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/Using_Tags.html#tag-restrictions>
+pub const MAX_TAGS: usize = 50;
+
+/// The user tags of a resource that may be copied onto one that will also carry `own` tags of
+/// Backstop's: never `aws:` (AWS reserves the prefix) or `backstop:` keys, and no more than
+/// fit under [`MAX_TAGS`] beside the `own` ones (the first ones in key order, so a retry
+/// copies the same set).
+pub fn copyable_tags(tags: &[Tag], own: usize) -> Vec<(String, String)> {
+    let mut copied: Vec<(String, String)> = tags
+        .iter()
         .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or("").to_string())))
         .filter(|(k, _)| !k.starts_with("aws:") && !k.starts_with("backstop:"))
-        .collect()
+        .collect();
+    copied.sort();
+    copied.truncate(MAX_TAGS.saturating_sub(own));
+    copied
+}
+
+/// An EC2 idempotency token for the request that `parts` identify: `backstop-` and 40 hex
+/// digits of the parts' SHA-256, 49 ASCII characters whatever the parts' lengths (EC2 takes up
+/// to 64: <https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-idempotency.html>), the
+/// same on every retry and every resumed run of that request.
+pub fn client_token(parts: &[&str]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for p in parts {
+        hash.update(p.as_bytes());
+        hash.update([0u8]);
+    }
+    let digest = hex::encode(hash.finalize());
+    format!("backstop-{}", &digest[..40])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_token_fits_ec2_whatever_its_parts_and_names_them_exactly() {
+        let long = "codepipeline-0f3c2a4e-9b1d-4c8e-a6f2-7d5e9b3c1a20".repeat(4);
+        let token = client_token(&["CreateReplaceRootVolumeTask", &long, "i-0a1b2c3d4e5f60718"]);
+        assert_eq!(token.len(), 49);
+        assert!(
+            token.is_ascii() && token.starts_with("backstop-"),
+            "{token}"
+        );
+        assert_eq!(
+            token,
+            client_token(&["CreateReplaceRootVolumeTask", &long, "i-0a1b2c3d4e5f60718"])
+        );
+        assert_ne!(client_token(&["a", "bc"]), client_token(&["ab", "c"]));
+    }
+
+    #[test]
+    fn copied_tags_leave_room_for_backstops_own_under_ec2s_fifty() {
+        let tags: Vec<Tag> = (0..60)
+            .map(|i| tag(&format!("k{i:02}"), "v"))
+            .chain([
+                tag("aws:cloudformation:stack-name", "s"),
+                tag("backstop:x", "y"),
+            ])
+            .collect();
+        let copied = copyable_tags(&tags, 5);
+        assert_eq!(copied.len(), MAX_TAGS - 5);
+        assert!(copied.iter().all(|(k, _)| k.starts_with('k')), "{copied:?}");
+        assert_eq!(copied[0].0, "k00", "the same tags on every retry");
+        assert!(copyable_tags(&tags, 60).is_empty());
+    }
 }

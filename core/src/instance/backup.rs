@@ -12,8 +12,8 @@ use aws_sdk_ec2::types::{
 use time::OffsetDateTime;
 
 use crate::aws::ec2::{
-    copyable_tags, tag_filters, tag_spec, Ec2, InstanceView, TAG_APPLICATION, TAG_BACKUP_ID,
-    TAG_COMMIT, TAG_DEVICE, TAG_INSTANCE_ID,
+    client_token, copyable_tags, tag_filters, tag_spec, Ec2, InstanceView, TAG_APPLICATION,
+    TAG_BACKUP_ID, TAG_COMMIT, TAG_DEVICE, TAG_INSTANCE_ID,
 };
 use crate::catalog::Catalog;
 use crate::error::Error;
@@ -273,7 +273,12 @@ async fn backup_snapshots(
         .collect())
 }
 
-/// Each snapshot gets its source volume's tags and its device name.
+/// The most tags of Backstop's a snapshot carries: the backup's own (backup id, application,
+/// instance id, commit) and its device.
+const SNAPSHOT_OWN_TAGS: usize = 5;
+
+/// Each snapshot gets its source volume's tags (as many as fit beside Backstop's) and its
+/// device name.
 async fn copy_volume_tags(
     ec2: &Ec2,
     entry: &InstanceBackup,
@@ -284,7 +289,7 @@ async fn copy_volume_tags(
         else {
             continue;
         };
-        let mut tags = copyable_tags(v.tags());
+        let mut tags = copyable_tags(v.tags(), SNAPSHOT_OWN_TAGS);
         tags.push((TAG_DEVICE.to_string(), vol.device.clone()));
         ec2.tag(std::slice::from_ref(snapshot), &tags).await?;
     }
@@ -309,11 +314,23 @@ async fn backup_image(
     Ok(out.images().first().cloned())
 }
 
+/// The most characters of an AMI name.
+/// <https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_CreateImage.html>
+const MAX_IMAGE_NAME: usize = 128;
+
+/// The image's name: `backstop-<application>-<backup id>-<instance id>` when that fits EC2's
+/// 128 characters, else `backstop-<hash of application and backup id>-<instance id>` (the
+/// image is found by its tags, the name only has to be unique and stable).
 fn image_name(req: &InstanceBackupRequest, instance_id: &str) -> String {
-    format!(
+    let full = format!(
         "backstop-{}-{}-{instance_id}",
         req.application, req.backup_id
-    )
+    );
+    if full.len() <= MAX_IMAGE_NAME {
+        return full;
+    }
+    let hashed = client_token(&[&req.application, &req.backup_id]);
+    format!("{hashed}-{instance_id}")
 }
 
 async fn create_image(
@@ -820,4 +837,39 @@ pub async fn wait_for_backup(
     }
     progress.finish();
     manifest.ok_or_else(|| Error::InvalidInput("no instance jobs to wait for".to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_image_name_fits_ec2s_128_characters_and_stays_unique_and_stable() {
+        let instance = "i-0a1b2c3d4e5f60718";
+        let short = InstanceBackupRequest::new(
+            "20261125T150000Z-0badc0de",
+            "shop",
+            InstanceBackupMode::Image,
+        );
+        assert_eq!(
+            image_name(&short, instance),
+            "backstop-shop-20261125T150000Z-0badc0de-i-0a1b2c3d4e5f60718"
+        );
+        let app = "a".repeat(128);
+        let long = InstanceBackupRequest::new(
+            "codepipeline-0f3c2a4e-9b1d-4c8e-a6f2-7d5e9b3c1a20",
+            &app,
+            InstanceBackupMode::Image,
+        );
+        let name = image_name(&long, instance);
+        assert!(name.len() <= MAX_IMAGE_NAME, "{name}");
+        assert!(name.ends_with(instance), "{name}");
+        assert_eq!(name, image_name(&long, instance));
+        let other = InstanceBackupRequest::new(
+            "codepipeline-0f3c2a4e-9b1d-4c8e-a6f2-7d5e9b3c1a21",
+            &app,
+            InstanceBackupMode::Image,
+        );
+        assert_ne!(name, image_name(&other, instance));
+    }
 }

@@ -23,7 +23,7 @@ use aws_sdk_ec2::types::{
 use serde::{Deserialize, Serialize};
 
 use crate::aws::ec2::{
-    copyable_tags, tag_spec, tag_value, Ec2, InstanceView, TAG_BACKUP_ID, TAG_DEVICE,
+    client_token, copyable_tags, tag_spec, tag_value, Ec2, InstanceView, TAG_BACKUP_ID, TAG_DEVICE,
     TAG_FAILED_STATE_OF, TAG_INSTANCE_ID, TAG_REPLACED_BY, TAG_REPLACED_IN, TAG_RESTORE_ID,
 };
 use crate::error::Error;
@@ -274,7 +274,7 @@ async fn swap_step(
             (TAG_DEVICE.to_string(), v.device.clone()),
         ];
         if let Some(old) = current(&v.device).and_then(|o| attached.get(&o)) {
-            tags.extend(copyable_tags(old.tags()));
+            tags.extend(copyable_tags(old.tags(), tags.len()));
         }
         let volume_type = VolumeType::from(v.volume_type.as_str());
         let iops = v
@@ -292,6 +292,9 @@ async fn swap_step(
                     .set_throughput(throughput)
                     .set_encrypted(v.encrypted.then_some(true))
                     .set_kms_key_id(v.kms_key_id.clone().filter(|_| v.encrypted))
+                    // An SDK retry of a create that went through returns that volume, not a
+                    // second one nothing would attach or prune.
+                    .client_token(client_token(&["CreateVolume", r.restore_id, id, &v.device]))
                     .tag_specifications(tag_spec(ResourceType::Volume, &tags))
                     .send()
             })
@@ -479,7 +482,11 @@ async fn replace_root_step(
                         .set_snapshot_id(snapshot.clone())
                         .set_image_id(image.clone())
                         .delete_replaced_root_volume(false)
-                        .client_token(format!("backstop-{}-{id}", r.restore_id))
+                        .client_token(client_token(&[
+                            "CreateReplaceRootVolumeTask",
+                            r.restore_id,
+                            id,
+                        ]))
                         .tag_specifications(tag_spec(ResourceType::ReplaceRootVolumeTask, &tags))
                         .send()
                 })

@@ -12,7 +12,7 @@ use aws_sdk_ec2::types::{ResourceType, VolumeState, VolumeType};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::aws::ec2::tag_spec;
+use crate::aws::ec2::{client_token, tag_spec};
 use crate::aws::events::{EventDetail, Outcome};
 use crate::context::Context;
 use crate::db::restore::timestamp;
@@ -374,6 +374,8 @@ async fn drill_volume(
                 .volume_type(VolumeType::from(volume.volume_type.as_str()))
                 .set_iops(iops)
                 .set_throughput(throughput)
+                // A retried create that went through returns that volume, not a second one.
+                .client_token(client_token(&["CreateVolume", drill_id, snapshot_id]))
                 .tag_specifications(tag_spec(ResourceType::Volume, &tags))
                 .send()
         })
