@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Each top-level module and its rank; a module may use only lower ranks.
-const RANKS: [(&str, u32); 12] = [
+const RANKS: [(&str, u32); 13] = [
+    ("deadline", 0),
     ("error", 0),
     ("progress", 0),
     ("model", 1),

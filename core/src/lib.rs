@@ -5,8 +5,8 @@
 //! Each folder is one seam; dependencies point down this list only (a test,
 //! `layout_dependencies_point_one_way`, keeps it so).
 //!
-//! - [`error`], [`progress`]: the named errors every operation returns; how long operations
-//!   report progress.
+//! - [`error`], [`progress`], [`deadline`]: the named errors every operation returns; how long
+//!   operations report progress; the deadline long work stops before.
 //! - [`model`]: the data, as serde types with no I/O: run document, manifest, jobs and
 //!   reports, poll policy and status, incident reports.
 //! - [`aws`]: the shared AWS configuration and its one retry layer, error codes, and the EC2,
@@ -23,6 +23,7 @@
 //! - [`context`]: the composition root: configuration from the environment and the clients.
 //! - [`tasks`]: one file per Lambda, each a typed handler over the context.
 
+pub mod deadline;
 pub mod error;
 pub mod progress;
 

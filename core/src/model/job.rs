@@ -171,7 +171,85 @@ pub struct DeployFailedCause {
     pub checks_after_restore: String,
 }
 
+/// The most characters of a Fail state's cause (and of any error's cause in an execution).
+/// <https://docs.aws.amazon.com/step-functions/latest/apireference/API_DescribeExecution.html>
+pub const MAX_CAUSE: usize = 32_768;
+
+/// `text` cut to at most `limit` characters, saying how much was cut.
+pub fn bounded(text: &str, limit: usize) -> String {
+    let count = text.chars().count();
+    if count <= limit {
+        return text.to_string();
+    }
+    let note = format!(" … (cut from {count} characters)");
+    let note_len = note.chars().count();
+    if limit < 2 * note_len {
+        return text.chars().take(limit).collect();
+    }
+    let mut out: String = text.chars().take(limit - note_len).collect();
+    out.push_str(&note);
+    out
+}
+
+/// `text` cut (as [`bounded`] does) until it takes at most `limit` characters as a JSON
+/// string, escapes included: for an error message that Step Functions carries as JSON inside
+/// a cause.
+pub fn bounded_for_json(text: &str, limit: usize) -> String {
+    let escaped = |t: &str| serde_json::to_string(t).map_or(usize::MAX, |j| j.chars().count());
+    let mut out = text.to_string();
+    let mut keep = out.chars().count();
+    while escaped(&out) > limit && keep > 0 {
+        keep /= 2;
+        out = bounded(text, keep);
+    }
+    out
+}
+
 impl DeployFailedCause {
+    /// The cause as JSON, at most [`MAX_CAUSE`] characters however long (or however full of
+    /// characters JSON escapes) the original failure's cause, the restored list or the checks
+    /// are: the longest part is halved until the whole fits.
+    pub fn to_bounded_json(&self) -> Result<String, serde_json::Error> {
+        let chars = |s: &str| s.chars().count();
+        // What each part may keep, in characters (the restored list: in entries).
+        let mut cause = chars(&self.cause);
+        let mut checks = chars(&self.checks_after_restore);
+        let mut restored = self.restored.len();
+        let mut error = chars(&self.error);
+        let mut backup_id = chars(&self.backup_id);
+        loop {
+            let mut c = DeployFailedCause {
+                error: bounded(&self.error, error),
+                cause: bounded(&self.cause, cause),
+                backup_id: bounded(&self.backup_id, backup_id),
+                restored: self
+                    .restored
+                    .iter()
+                    .take(restored)
+                    .map(|r| bounded(r, 256))
+                    .collect(),
+                checks_after_restore: bounded(&self.checks_after_restore, checks),
+            };
+            if restored < self.restored.len() {
+                c.restored
+                    .push(format!("… and {} more", self.restored.len() - restored));
+            }
+            let text = serde_json::to_string(&c)?;
+            if text.chars().count() <= MAX_CAUSE {
+                return Ok(text);
+            }
+            let listed: usize = c.restored.iter().map(|r| chars(r) + 3).sum();
+            let parts = [cause, checks, listed, error, backup_id];
+            match (0..parts.len()).max_by_key(|i| parts[*i]).unwrap_or(0) {
+                0 => cause /= 2,
+                1 => checks /= 2,
+                2 => restored /= 2,
+                3 => error /= 2,
+                _ => backup_id /= 2,
+            }
+        }
+    }
+
     /// Reads the cause text; `None` when it is not this shape.
     pub fn parse(text: &str) -> Option<DeployFailedCause> {
         serde_json::from_str(text).ok()
@@ -240,4 +318,56 @@ pub fn guard_execution_name(backup_id: &str) -> String {
     let hash = hex::encode(Sha256::digest(backup_id.as_bytes()));
     let head: String = backup_id.chars().take(56).collect();
     format!("guard-{head}-{}", &hash[..16])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deploy_failed_cause_fits_step_functions_whatever_it_carries() {
+        let huge = DeployFailedCause {
+            error: "DeployFailed".into(),
+            // Quotes and control characters double or sextuple in JSON.
+            cause: "\"\u{1}".repeat(40_000),
+            backup_id: "codepipeline-0f3c2a4e-9b1d-4c8e-a6f2-7d5e9b3c1a20".into(),
+            restored: (0..5_000).map(|i| format!("database app{i}")).collect(),
+            checks_after_restore: "x".repeat(50_000),
+        };
+        let text = huge.to_bounded_json().unwrap();
+        assert!(text.chars().count() <= MAX_CAUSE, "{}", text.len());
+        let back = DeployFailedCause::parse(&text).unwrap();
+        assert_eq!(back.backup_id, huge.backup_id);
+        assert!(
+            back.cause.contains("cut from 80000 characters"),
+            "{}",
+            &back.cause[..40]
+        );
+        assert!(back.restored.last().unwrap().contains("more"));
+
+        let small = DeployFailedCause {
+            error: "DeployFailed".into(),
+            cause: "boom".into(),
+            backup_id: "b".into(),
+            restored: vec!["database app".into()],
+            checks_after_restore: "ok".into(),
+        };
+        assert_eq!(
+            small.to_bounded_json().unwrap(),
+            serde_json::to_string(&small).unwrap()
+        );
+    }
+
+    #[test]
+    fn bounded_keeps_short_texts_and_says_what_it_cut() {
+        assert_eq!(bounded("abc", 3), "abc");
+        let cut = bounded(&"é".repeat(1000), 100);
+        assert_eq!(cut.chars().count(), 100);
+        assert!(cut.ends_with("(cut from 1000 characters)"), "{cut}");
+        assert_eq!(bounded("abcdef", 2), "ab");
+        let quotes = "\"".repeat(10_000);
+        let cut = bounded_for_json(&quotes, 4096);
+        assert!(serde_json::to_string(&cut).unwrap().len() <= 4096);
+        assert!(cut.len() > 1000, "{}", cut.len());
+    }
 }

@@ -89,7 +89,8 @@ pub async fn handle(ctx: &Context, task: RestoreTask) -> Result<VerifyReport, Er
     Ok(VerifyReport {
         summary: format!("restored: {restored_text}; {checks}"),
         cause: Some(
-            serde_json::to_string(&cause)
+            cause
+                .to_bounded_json()
                 .map_err(|e| Error::InvalidInput(format!("deploy failure cause: {e}")))?,
         ),
     })
