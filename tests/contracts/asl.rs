@@ -11,7 +11,7 @@ use backstop_core::model::incident::IncidentOutcome;
 use backstop_core::model::job::{InstanceJob, Job, JobReport, JobState, TargetRestore, TargetTask};
 use backstop_core::model::manifest::InstanceBackupMode;
 use backstop_core::model::poll::PollPolicy;
-use backstop_core::model::run::{Deploy, WaitFor};
+use backstop_core::model::run::{ChecksProgress, ChecksStatus, Deploy, WaitFor};
 use backstop_core::tasks::restore::RestoreTask;
 use backstop_core::tasks::verify::{VerifyReport, VerifyTask};
 use backstop_core::Error;
@@ -62,7 +62,10 @@ fn every_error_name_the_asl_matches_is_one_the_code_raises() {
         "Throttled is retried"
     );
     for (state, name) in &names {
-        let aws = name.starts_with("States.") || name.starts_with("Lambda.");
+        // Sandbox.Timedout: a function that ran out of time, as lambda:invoke reports it.
+        let aws = name.starts_with("States.")
+            || name.starts_with("Lambda.")
+            || name == "Sandbox.Timedout";
         assert!(
             aws || Error::ALL_TYPES.contains(&name.as_str()),
             "{state} matches {name}, which no code raises"
@@ -247,7 +250,16 @@ fn every_path_the_asl_reads_exists_on_the_rust_types_it_flows_through() {
     };
     run.document.check().unwrap();
     let normalized = serde_json::to_value(run.document).unwrap();
-    let s1 = after("Prepare", &raw, invoke_result(normalized), &exec);
+    let prepared = after("Prepare", &raw, invoke_result(normalized), &exec);
+    assert_eq!(state("Prepare")["Next"], "NameBackup");
+    // The backup is named in a Pass state: every engine resolves $$.Execution.Name there.
+    let s1 = eval(
+        &state("NameBackup")["Parameters"],
+        &prepared,
+        &exec,
+        "NameBackup",
+    );
+    assert_eq!(s1["backup_id"], "20261125T150000Z-0badc0de", "{s1}");
     assert!(s1["run"]["policy"]["max_wait_seconds"].is_u64(), "{s1}");
 
     assert_eq!(function_of("StartBackup"), "${StartBackupFunctionArn}");
@@ -305,8 +317,52 @@ fn every_path_the_asl_reads_exists_on_the_rust_types_it_flows_through() {
     );
     assert_eq!(build["ProjectName"], "shop-deploy");
 
+    // The checks begin with no progress (NameBackup's checks: null) ...
     let checks: VerifyTask = serde_json::from_value(payload("VerifyDeploy", &s3, &exec)).unwrap();
-    assert!(matches!(checks, VerifyTask::Deployment(_)));
+    let VerifyTask::Deployment(first) = checks else {
+        panic!("VerifyDeploy sends mode deployment")
+    };
+    assert_eq!(first.checks, None);
+    // ... and while verify answers PENDING, loop through ChecksWait with its progress.
+    let pending = ChecksProgress {
+        status: ChecksStatus::Pending,
+        rounds: 2,
+        started_at: time::macros::datetime!(2026-11-25 15:00 UTC),
+        next_wait_seconds: 20,
+        summary: "1 HTTP, 0 SQL and 0 alarm check(s) passed 2 time(s) in a row over 20 s".into(),
+    };
+    let s4 = after(
+        "VerifyDeploy",
+        &s3,
+        invoke_result(serde_json::to_value(&pending).unwrap()),
+        &exec,
+    );
+    assert_eq!(state("VerifyDeploy")["Next"], "ChecksPending?");
+    let choice = &state("ChecksPending?")["Choices"][0];
+    assert_eq!(
+        read(
+            choice["Variable"].as_str().unwrap(),
+            &s4,
+            &exec,
+            "ChecksPending?"
+        ),
+        "PENDING"
+    );
+    assert_eq!(choice["Next"], "ChecksWait");
+    assert_eq!(state("ChecksWait")["Next"], "VerifyDeploy");
+    let wait = read(
+        state("ChecksWait")["SecondsPath"].as_str().unwrap(),
+        &s4,
+        &exec,
+        "ChecksWait",
+    );
+    assert_eq!(wait, 20);
+    let again: VerifyTask = serde_json::from_value(payload("VerifyDeploy", &s4, &exec)).unwrap();
+    let VerifyTask::Deployment(again) = again else {
+        panic!("VerifyDeploy sends mode deployment")
+    };
+    assert_eq!(again.checks, Some(pending));
+    assert_eq!(state("ChecksPending?")["Default"], "Protected");
 
     // The restore path, entered from a Catch with the failure at $.failure.
     let mut failed = s3.clone();
@@ -464,6 +520,7 @@ fn every_path_the_asl_reads_exists_on_the_rust_types_it_flows_through() {
         ("BackupFailed", "failure"),
         ("RestoreFailed", "restore_failure"),
         ("InvalidRunDocument", "failure"),
+        ("PrepareFailed", "failure"),
     ] {
         let mut caught = s3.clone();
         caught[result_path] = json!({"Error": "X", "Cause": "why"});
@@ -474,4 +531,131 @@ fn every_path_the_asl_reads_exists_on_the_rust_types_it_flows_through() {
             name,
         );
     }
+}
+
+/// Each `${Name}` the ASL holds, in order of first appearance.
+fn substitutions_used() -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut rest = ASL;
+    while let Some(start) = rest.find("${") {
+        rest = &rest[start + 2..];
+        let end = rest.find('}').expect("a closed substitution");
+        let name = rest[..end].to_string();
+        if !out.contains(&name) {
+            out.push(name);
+        }
+        rest = &rest[end..];
+    }
+    out
+}
+
+#[test]
+fn every_resource_is_partition_aware_and_every_substitution_is_filled_by_the_template() {
+    for (name, state) in states() {
+        if let Some(resource) = state["Resource"].as_str() {
+            assert!(
+                resource.starts_with("arn:${Partition}:"),
+                "{name}: Resource {resource} names a partition (China and GovCloud have their own)"
+            );
+        }
+    }
+    let template =
+        std::fs::read_to_string(format!("{}/template.yaml", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let block = template
+        .split("DefinitionSubstitutions:")
+        .nth(1)
+        .expect("the template has DefinitionSubstitutions");
+    let filled: Vec<&str> = block
+        .lines()
+        .skip(1)
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .take_while(|l| l.contains(": !"))
+        .filter_map(|l| l.split(':').next())
+        .collect();
+    let used = substitutions_used();
+    assert!(used.contains(&"Partition".to_string()), "{used:?}");
+    for name in &used {
+        assert!(
+            filled.contains(&name.as_str()),
+            "${{{name}}} in the ASL is not in the template's DefinitionSubstitutions {filled:?}"
+        );
+    }
+    assert!(
+        template.contains("Partition: !Ref AWS::Partition"),
+        "the partition comes from the stack"
+    );
+}
+
+/// The state a Catch of `state_name` sends `error` to.
+fn caught_by(state_name: &str, error: &str) -> String {
+    state(state_name)["Catch"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| {
+            c["ErrorEquals"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e == error || e == "States.ALL")
+        })
+        .map(|c| c["Next"].as_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn prepare_reports_a_bad_document_as_such_and_any_other_failure_under_its_own_name() {
+    // What the document names wrong, or does not exist: InvalidInput.
+    for document_error in [
+        "InvalidInput",
+        "SecretUnusable",
+        "InstanceNotFound",
+        "NoInstancesMatched",
+        "NoEbsVolumes",
+    ] {
+        assert_eq!(caught_by("Prepare", document_error), "InvalidRunDocument");
+    }
+    // A timeout, a crash, a refused permission or an unavailable service is not the
+    // document's fault: the execution fails with that error's own name.
+    for other in [
+        "States.Timeout",
+        "Lambda.Unknown",
+        "CloudWatch",
+        "StepFunctions",
+        "Throttled",
+    ] {
+        assert_eq!(caught_by("Prepare", other), "PrepareFailed", "{other}");
+    }
+    let failed = state("PrepareFailed");
+    assert_eq!(failed["ErrorPath"], "$.failure.Error");
+    assert_eq!(failed["CausePath"], "$.failure.Cause");
+    assert_eq!(state("InvalidRunDocument")["Error"], "InvalidInput");
+}
+
+#[test]
+fn a_deploy_that_lambda_never_ran_is_retried_not_restored() {
+    let retry = state("DeployLambda")["Retry"].as_array().unwrap().clone();
+    let retried: Vec<&str> = retry
+        .iter()
+        .flat_map(|r| r["ErrorEquals"].as_array().unwrap())
+        .filter_map(Value::as_str)
+        .collect();
+    for error in [
+        "Lambda.ServiceException",
+        "Lambda.AWSLambdaException",
+        "Lambda.SdkClientException",
+        "Lambda.TooManyRequestsException",
+    ] {
+        assert!(
+            retried.contains(&error),
+            "{error} is not retried: {retried:?}"
+        );
+    }
+    // The deploy's own failure is never retried: it goes to the restore.
+    assert!(!retried.contains(&"States.TaskFailed"), "{retried:?}");
+    assert_eq!(
+        caught_by("DeployLambda", "States.TaskFailed"),
+        "RestoreTargets"
+    );
 }

@@ -10,7 +10,12 @@ use backstop_core::tasks::invoke;
 use backstop_core::{Config, Context};
 use serde_json::{json, Value};
 
-use crate::support::{memory_context, FakeAws};
+use std::time::{Duration, Instant};
+
+use backstop_core::checks::ROUND_RESERVE;
+use backstop_core::deadline;
+
+use crate::support::{memory_context, Answering, FakeAws};
 use crate::{block_on, database_part, day, manifest};
 
 const ID: &str = "20261125T150000Z-0badc0de";
@@ -144,7 +149,8 @@ fn mocked_deployment_records_deployed_on_an_existing_manifest_and_refuses_a_miss
         json!({"mode": "deployment", "run": run_document(lambda.clone()), "backup_id": ID}),
     )
     .unwrap();
-    assert_eq!(out, json!({"summary": "no checks configured"}));
+    assert_eq!(out["status"], "PASSED", "{out}");
+    assert_eq!(out["summary"], "no checks configured", "{out}");
     let m = read(ctx.catalog(), ID).unwrap();
     let deployed = m.deployed.as_ref().expect("the deploy is recorded");
     assert_eq!(deployed.checks, "no checks configured");
@@ -185,4 +191,65 @@ fn mocked_deployment_records_deployed_on_an_existing_manifest_and_refuses_a_miss
     assert!(read(ctx.catalog(), other).unwrap().deployed.is_none());
     let kinds: Vec<String> = aws.published().into_iter().map(|(k, _)| k).collect();
     assert_eq!(kinds, ["DeployProtected", "DeployProtected"]);
+}
+
+/// A run document whose one HTTP check asks `url`, baked `bake_seconds` in rounds one second
+/// apart.
+fn baked_run(url: &str, bake_seconds: u64) -> Value {
+    let mut run = run_document(json!({"type": "lambda", "function_name": "shop-deploy"}));
+    run["checks"] = json!({"http": [{"url": url, "expect_status": 200}],
+        "consecutive": 1, "bake_seconds": bake_seconds, "interval_seconds": 1});
+    run
+}
+
+#[test]
+fn a_bake_longer_than_the_invocation_goes_on_in_the_next_one_instead_of_running_past_its_deadline()
+{
+    let health = Answering::start("200 OK");
+    let aws = FakeAws::new().accepting_events();
+    let ctx = context(&aws);
+    block_on(
+        ctx.catalog()
+            .write_manifest(&manifest("shop", ID, day(1), BackupState::Completed)),
+    )
+    .unwrap();
+    let task = json!({"mode": "deployment", "run": baked_run(&health.url(), 3), "backup_id": ID});
+    // An invocation with room for one round and not a wait plus another: it hands the bake on.
+    let deadline = Instant::now() + ROUND_RESERVE + Duration::from_millis(500);
+    let started = Instant::now();
+    let out = block_on(deadline::within(
+        deadline,
+        invoke(&ctx, "verify", task.clone()),
+    ))
+    .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(out["status"], "PENDING", "{out}");
+    assert_eq!(out["rounds"], 1, "{out}");
+    assert_eq!(out["next_wait_seconds"], 1, "{out}");
+    assert!(
+        aws.published().is_empty(),
+        "nothing published before the bake is over"
+    );
+    assert!(read(ctx.catalog(), ID).unwrap().deployed.is_none());
+
+    // The next invocation carries on from that progress until the bake is over.
+    let mut next = task;
+    next["checks"] = out.clone();
+    let done = verify(&ctx, next).unwrap();
+    assert_eq!(done["status"], "PASSED", "{done}");
+    assert!(done["rounds"].as_u64().unwrap() >= 2, "{done}");
+    assert_eq!(done["started_at"], out["started_at"], "one bake, not two");
+    assert!(read(ctx.catalog(), ID).unwrap().deployed.is_some());
+    assert!(health.hits() >= 2);
+
+    // A failing round fails the checks at once, whatever the progress.
+    let broken = Answering::start("500 Internal Server Error");
+    let task = json!({"mode": "deployment", "run": baked_run(&broken.url(), 60), "backup_id": ID,
+        "checks": out});
+    let err = verify(&ctx, task).unwrap_err();
+    assert_eq!(err.error_type(), "VerificationFailed", "{err}");
 }

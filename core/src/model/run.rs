@@ -116,6 +116,30 @@ pub struct Checks {
     pub interval_seconds: u64,
 }
 
+/// Where the deployment checks stand between invocations of verify: the bake runs as rounds
+/// the state machine drives (VerifyDeploy, then a Wait of `next_wait_seconds` while
+/// `status` is `PENDING`), so a bake of any length fits functions that stop at their deadline.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChecksProgress {
+    pub status: ChecksStatus,
+    /// Rounds passed in a row so far.
+    pub rounds: u32,
+    /// When the first round began (the bake is wall-clock time since then).
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: time::OffsetDateTime,
+    /// The wait before the next round (0 once passed).
+    pub next_wait_seconds: u64,
+    pub summary: String,
+}
+
+/// Whether the checks still have rounds to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ChecksStatus {
+    Pending,
+    Passed,
+}
+
 impl Default for Checks {
     fn default() -> Self {
         Checks {

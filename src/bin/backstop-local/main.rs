@@ -102,9 +102,10 @@ pub const SUBSTITUTIONS: [(&str, &str); 4] = [
     ("VerifyFunctionArn", "verify"),
 ];
 
-/// The definition with every `${Name}` replaced by the local function ARN.
+/// The definition with every `${Name}` replaced by the local function ARN, and
+/// `${Partition}` by `aws`.
 pub fn local_definition(region: &str) -> String {
-    let mut def = DEFINITION.to_string();
+    let mut def = DEFINITION.replace("${Partition}", "aws");
     for (name, function) in SUBSTITUTIONS {
         def = def.replace(
             &format!("${{{name}}}"),

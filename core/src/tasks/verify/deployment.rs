@@ -1,5 +1,9 @@
-//! verify, mode `deployment` (VerifyDeploy): the deployment checks of the run document. With
-//! the backup id, a pass is recorded in its manifest (`deployed`), since from then on its
+//! verify, mode `deployment` (VerifyDeploy): the deployment checks of the run document, as
+//! rounds the state machine drives: each invocation carries on from `checks` (the progress the
+//! last one returned) and runs rounds until the checks pass or its deadline comes near, then
+//! returns `PENDING` and the wait before the next round, so a bake of any length never runs
+//! past the function's timeout (which Step Functions would treat as a failed deploy). With the
+//! backup id, a pass is recorded in its manifest (`deployed`), since from then on its
 //! `app_version` is what runs, and `DeployProtected` is published.
 
 use serde::{Deserialize, Serialize};
@@ -9,8 +13,7 @@ use crate::aws::events::{EventDetail, Outcome};
 use crate::context::Context;
 use crate::error::Error;
 use crate::model::manifest::Deployed;
-use crate::model::run::{Deploy, RunDocument};
-use crate::tasks::verify::VerifyReport;
+use crate::model::run::{ChecksProgress, ChecksStatus, Deploy, RunDocument};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -18,11 +21,18 @@ pub struct DeploymentTask {
     pub run: RunDocument,
     #[serde(default)]
     pub backup_id: Option<String>,
+    /// Where the last invocation left the checks; none (or null) before the first.
+    #[serde(default)]
+    pub checks: Option<ChecksProgress>,
 }
 
-pub async fn handle(ctx: &Context, task: DeploymentTask) -> Result<VerifyReport, Error> {
+pub async fn handle(ctx: &Context, task: DeploymentTask) -> Result<ChecksProgress, Error> {
     let run = &task.run;
-    let summary = ctx.checker().run(run).await?;
+    let progress = ctx.checker().rounds(run, task.checks.clone()).await?;
+    if progress.status == ChecksStatus::Pending {
+        return Ok(progress);
+    }
+    let summary = progress.summary.clone();
     if let Some(id) = &task.backup_id {
         // Without a deploy step the pipeline deploys later (guard mode): what runs now is not
         // yet this run's version.
@@ -43,5 +53,5 @@ pub async fn handle(ctx: &Context, task: DeploymentTask) -> Result<VerifyReport,
             .publish(Outcome::DeployProtected, &detail)
             .await;
     }
-    Ok(VerifyReport::summary(summary))
+    Ok(progress)
 }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::context::Context;
 use crate::error::Error;
-use crate::model::run::RunDocument;
+use crate::model::run::{ChecksProgress, RunDocument};
 
 /// The input of verify, by mode (`"mode": "run"`, `"backup"`, …).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -29,11 +29,13 @@ pub enum VerifyTask {
     Restore(restore::RestoreTask),
 }
 
-/// verify's answer: the run document with its defaults filled in (mode `run`), else a report.
+/// verify's answer: the run document with its defaults filled in (mode `run`), where the
+/// checks stand (mode `deployment`), else a report.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum VerifyOutput {
     Run(Box<RunDocument>),
+    Checks(ChecksProgress),
     Report(VerifyReport),
 }
 
@@ -66,7 +68,9 @@ pub async fn handle(ctx: &Context, task: VerifyTask) -> Result<VerifyOutput, Err
         }
         VerifyTask::Backup(t) => backup::handle(ctx, t).await?,
         VerifyTask::BackupFailed(t) => backup_failed::handle(ctx, t).await?,
-        VerifyTask::Deployment(t) => deployment::handle(ctx, t).await?,
+        VerifyTask::Deployment(t) => {
+            return deployment::handle(ctx, t).await.map(VerifyOutput::Checks)
+        }
         VerifyTask::Incident(t) => incident::handle(ctx, t).await?,
         VerifyTask::Restore(t) => restore::handle(ctx, t).await?,
     };
