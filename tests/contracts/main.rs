@@ -2,7 +2,7 @@
 //! ASL against the Rust types and error names ([`asl`]), the sample events in `events/` and
 //! the example pipeline against the functions' inputs ([`events`]), and every function's event
 //! parser under arbitrary and mutated input ([`event_fuzz`]), and what the shipped binaries
-//! link ([`binaries`]).
+//! link ([`binaries`]), and what the template gives each function ([`template`]).
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -11,3 +11,4 @@ mod asl;
 mod binaries;
 mod event_fuzz;
 mod events;
+mod template;
