@@ -2,7 +2,8 @@
 //! uploaded in parts is what S3 accepts (every part but the last at least 5 MiB, completed in
 //! order) and reads back verified, size and SHA-256; a damaged, truncated or missing object is
 //! refused by name, a corrupted one before the sink sees its end; and what S3 would refuse
-//! (parts out of order or too small, an over-long key) the store refuses too.
+//! (parts out of order or too small, an over-long key) the store refuses too. On moto, a
+//! conditional write to a key deleted since it was read lost its condition (S3 answers 404).
 
 use std::sync::Arc;
 
@@ -200,4 +201,28 @@ fn what_s3_refuses_the_memory_store_refuses() {
             .unwrap());
         assert_eq!(store.get_bytes("m").await.unwrap().unwrap(), b"1");
     });
+}
+
+#[test]
+fn a_conditional_write_to_a_key_deleted_meanwhile_lost_its_condition_not_the_store() {
+    use backstop_core::store::s3::S3Store;
+    let bed = crate::support::Bed::new().moto().build();
+    let store = S3Store::new(bed.s3(), &bed.bucket);
+    let key = "backstop/shop/20261125T150000Z-0badc0de/manifest.json";
+    let rt = &bed.rt;
+    assert!(rt
+        .block_on(store.put_if_unchanged(key, b"{}".to_vec(), "application/json", None))
+        .unwrap());
+    let (_, etag) = rt.block_on(store.get_tagged(key)).unwrap().unwrap();
+    rt.block_on(bed.s3().delete_object().bucket(&bed.bucket).key(key).send())
+        .unwrap();
+    // S3 answers If-Match on a missing key with 404: the condition failed, as with 412, and
+    // the caller reads again (and finds nothing) rather than failing with StorageError.
+    let written = rt.block_on(store.put_if_unchanged(
+        key,
+        b"{\"a\":1}".to_vec(),
+        "application/json",
+        Some(&etag),
+    ));
+    assert!(matches!(written, Ok(false)), "{written:?}");
 }

@@ -154,11 +154,12 @@ impl ObjectStore for S3Store {
         };
         match req.send().await {
             Ok(_) => Ok(true),
-            // 412: the condition failed; 409: a concurrent conditional write is in flight.
+            // 412: the condition failed; 409: a concurrent conditional write is in flight; 404
+            // to If-Match: the object was deleted since it was read, so its condition failed too.
             Err(e)
                 if matches!(
-                    e.raw_response().map(|r| r.status().as_u16()),
-                    Some(412 | 409)
+                    (e.raw_response().map(|r| r.status().as_u16()), etag),
+                    (Some(412 | 409), _) | (Some(404), Some(_))
                 ) =>
             {
                 Ok(false)
