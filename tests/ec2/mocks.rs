@@ -580,18 +580,19 @@ fn backed_up(mode: InstanceBackupMode, state: BackupState) -> InstanceBackup {
 }
 
 fn running_instance() -> Rule {
-    mock!(Client::describe_instances).then_output(|| {
+    instance_in(InstanceStateName::Running)
+}
+
+/// The instance, in `state`, every time it is described.
+fn instance_in(state: InstanceStateName) -> Rule {
+    mock!(Client::describe_instances).then_output(move || {
         DescribeInstancesOutput::builder()
             .reservations(
                 Reservation::builder()
                     .instances(
                         Instance::builder()
                             .instance_id("i-0a1b2c3d4e5f60718")
-                            .state(
-                                InstanceState::builder()
-                                    .name(InstanceStateName::Running)
-                                    .build(),
-                            )
+                            .state(InstanceState::builder().name(state.clone()).build())
                             .placement(Placement::builder().availability_zone("eu-west-1b").build())
                             .root_device_name("/dev/xvda")
                             .build(),
@@ -682,6 +683,59 @@ fn mocked_replace_root_task_runs_pending_in_progress_succeeded_and_is_created_on
     );
     let third = rt.block_on(restore_instance_step(&ec2, &r)).unwrap();
     assert!(third.done);
+    assert_eq!(create.num_calls(), 1);
+}
+
+#[test]
+fn mocked_replace_root_of_a_stopped_instance_starts_it_first_and_refuses_one_shutting_down() {
+    let describe = mock!(Client::describe_replace_root_volume_tasks).then_output(|| tasks(vec![]));
+    let create = mock!(Client::create_replace_root_volume_task).then_output(|| {
+        CreateReplaceRootVolumeTaskOutput::builder()
+            .replace_root_volume_task(task(ReplaceRootVolumeTaskState::Pending))
+            .build()
+    });
+    let start = mock!(Client::start_instances)
+        .match_requests(|r| r.instance_ids() == ["i-0a1b2c3d4e5f60718"])
+        .then_output(|| StartInstancesOutput::builder().build());
+    let entry = backed_up(InstanceBackupMode::Snapshots, BackupState::Completed);
+    let r = InstanceRestore {
+        backup_id: BACKUP,
+        entry: &entry,
+        restore_id: PIPELINE_RESTORE,
+        mode: InstanceRestoreMode::ReplaceRoot,
+    };
+    let rt = rt();
+    // Stopped: EC2 would answer IncorrectState, so the instance is started and the task waits.
+    let stopped = instance_in(InstanceStateName::Stopped);
+    let ec2_stopped = ec2(&[&stopped, &describe, &create, &start]);
+    let step = rt
+        .block_on(restore_instance_step(&ec2_stopped, &r))
+        .unwrap();
+    assert!(!step.done);
+    assert_eq!(step.actions, ["StartInstances i-0a1b2c3d4e5f60718"]);
+    assert_eq!(create.num_calls(), 0, "no task on a stopped instance");
+    // Still on its way: waited for, nothing called.
+    let pending = instance_in(InstanceStateName::Pending);
+    let ec2_pending = ec2(&[&pending, &describe, &create, &start]);
+    let step = rt
+        .block_on(restore_instance_step(&ec2_pending, &r))
+        .unwrap();
+    assert!(!step.done && step.actions.is_empty(), "{:?}", step.actions);
+    assert_eq!((create.num_calls(), start.num_calls()), (0, 1));
+    // Running: the task is created.
+    let running = running_instance();
+    let ec2_running = ec2(&[&running, &describe, &create, &start]);
+    let step = rt
+        .block_on(restore_instance_step(&ec2_running, &r))
+        .unwrap();
+    assert_eq!(create.num_calls(), 1, "{:?}", step.actions);
+    // Shutting down: a named failure, nothing created.
+    let gone = instance_in(InstanceStateName::ShuttingDown);
+    let ec2_gone = ec2(&[&gone, &describe, &create, &start]);
+    let err = rt
+        .block_on(restore_instance_step(&ec2_gone, &r))
+        .unwrap_err();
+    assert_eq!(err.error_type(), "InstanceRestoreFailed", "{err}");
     assert_eq!(create.num_calls(), 1);
 }
 

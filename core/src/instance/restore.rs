@@ -452,6 +452,33 @@ async fn replace_root_step(
     let task = match task {
         Some(t) => t,
         None => {
+            // EC2 replaces the root volume of a running instance only (IncorrectState
+            // otherwise): a stopped instance is started first, one on its way is waited for.
+            match &instance.state {
+                InstanceStateName::Running => {}
+                InstanceStateName::Stopped => {
+                    ec2.call("StartInstances", |c| {
+                        c.start_instances().instance_ids(id).send()
+                    })
+                    .await?;
+                    step.actions.push(format!("StartInstances {id}"));
+                    step.phase = RestorePhase::StartingInstance;
+                    return Ok(step);
+                }
+                InstanceStateName::Pending | InstanceStateName::Stopping => {
+                    step.phase = RestorePhase::WaitingToRun(instance.state.clone());
+                    return Ok(step);
+                }
+                other => {
+                    return Err(Error::InstanceRestoreFailed {
+                        instance_id: id.clone(),
+                        reason: format!(
+                            "the instance is {}: its root volume cannot be replaced",
+                            other.as_str()
+                        ),
+                    })
+                }
+            }
             let (snapshot, image) = match r.entry.mode {
                 InstanceBackupMode::Image => (None, r.entry.image_id.clone()),
                 InstanceBackupMode::Snapshots => {
