@@ -184,12 +184,77 @@ fn the_backup_of_a_pipeline_execution_is_its_newest_verified_one_not_a_failed_on
     for m in [&verified, &failed, &other] {
         block_on(catalog.write_manifest(m)).unwrap();
     }
+    // Verify records a backup as its pipeline execution's once it passed.
+    for m in [&verified, &other] {
+        let execution = m
+            .run
+            .as_ref()
+            .unwrap()
+            .version
+            .pipeline_execution_id
+            .clone();
+        block_on(catalog.record_pipeline_execution(
+            execution.as_deref().unwrap(),
+            &m.application,
+            &m.backup_id,
+        ))
+        .unwrap();
+    }
     let (found, doc) = block_on(catalog.find_by_pipeline_execution("pipe-1"))
         .unwrap()
         .expect("the verified backup of pipe-1");
     assert_eq!(found.backup_id, verified.backup_id);
     assert_eq!(doc, run("pipe-1"));
     assert!(block_on(catalog.find_by_pipeline_execution("pipe-9"))
+        .unwrap()
+        .is_none());
+    // A backup that failed after it was recorded no longer counts.
+    block_on(catalog.record_pipeline_execution("pipe-1", "shop", &failed.backup_id)).unwrap();
+    assert!(block_on(catalog.find_by_pipeline_execution("pipe-1"))
+        .unwrap()
+        .is_none());
+    // An entry pointing at another pipeline execution's backup is not believed.
+    block_on(catalog.record_pipeline_execution("pipe-1", "billing", &other.backup_id)).unwrap();
+    assert!(block_on(catalog.find_by_pipeline_execution("pipe-1"))
+        .unwrap()
+        .is_none());
+}
+
+#[test]
+fn a_pipeline_executions_backup_is_found_in_two_reads_whatever_else_the_catalog_holds() {
+    let (catalog, store) = memory_catalog("backups");
+    let mut m = manifest(
+        "shop",
+        "20261101T000000Z-00000001",
+        day(1),
+        BackupState::Completed,
+    );
+    m.run = Some(
+        RunDocument::from_json(
+            &json!({"application": "shop",
+                    "version": {"pipeline_execution_id": "pipe-1"},
+                    "targets": [{"type": "database", "url_env": "SHOP_DB_URL"}]})
+            .to_string(),
+        )
+        .unwrap(),
+    );
+    block_on(catalog.write_manifest(&m)).unwrap();
+    block_on(catalog.record_pipeline_execution("pipe-1", "shop", &m.backup_id)).unwrap();
+    // Another application's manifest that no longer parses (or a newer format): a listing of
+    // the whole catalog fails on it, the lookup never reads it.
+    block_on(store.put_bytes(
+        "backstop/billing/20261102T000000Z-00000002/manifest.json",
+        b"{not json".to_vec(),
+        "application/json",
+    ))
+    .unwrap();
+    assert!(block_on(catalog.list(None)).is_err());
+    let (found, _) = block_on(catalog.find_by_pipeline_execution("pipe-1"))
+        .unwrap()
+        .expect("found through the index");
+    assert_eq!(found.backup_id, m.backup_id);
+    // An id that cannot be a key has no backup, and touches nothing.
+    assert!(block_on(catalog.find_by_pipeline_execution("../shop"))
         .unwrap()
         .is_none());
 }

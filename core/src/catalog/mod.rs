@@ -2,13 +2,15 @@
 //! `<prefix>/<application>/<backup-id>/manifest.json` beside the dump objects and the incident
 //! and drill reports; reading, listing and finding manifests; and updating one manifest safely
 //! while the targets of one backup write their parts concurrently. A backup is good only when
-//! its manifest says `completed`; the manifest is written last.
+//! its manifest says `completed`; the manifest is written last. Beside them,
+//! `<prefix>/_index/pipeline-executions/<id>.json` names the verified backup of each
+//! CodePipeline execution, so guard finds it with one read.
 
 mod incidents;
 
 use std::sync::Arc;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::model::manifest::{check_segment, BackupState, Manifest, Purpose, MANIFEST_FORMAT};
@@ -264,20 +266,90 @@ impl Catalog {
         Ok(manifests)
     }
 
+    /// Where the backup taken for a CodePipeline execution is recorded: one small object per
+    /// execution, so that guard finds it with one read however large the catalog. `None` for
+    /// an id that cannot be a key segment (it can have no backup).
+    pub fn pipeline_execution_key(&self, pipeline_execution_id: &str) -> Option<String> {
+        check_segment("pipeline execution id", pipeline_execution_id).ok()?;
+        Some(format!(
+            "{}/_index/pipeline-executions/{pipeline_execution_id}.json",
+            self.prefix
+        ))
+    }
+
+    /// Records that `backup_id` of `application` was taken, and verified, for pipeline
+    /// execution `pipeline_execution_id` (the newest such backup wins: a retried stage keeps
+    /// its execution id). Does nothing for an id that cannot be a key segment.
+    pub async fn record_pipeline_execution(
+        &self,
+        pipeline_execution_id: &str,
+        application: &str,
+        backup_id: &str,
+    ) -> Result<(), Error> {
+        let Some(key) = self.pipeline_execution_key(pipeline_execution_id) else {
+            return Ok(());
+        };
+        let entry = PipelineExecutionEntry {
+            application: application.to_string(),
+            backup_id: backup_id.to_string(),
+        };
+        let body = serde_json::to_vec(&entry)
+            .map_err(|e| Error::InvalidInput(format!("index entry cannot be serialised: {e}")))?;
+        self.store.put_bytes(&key, body, "application/json").await
+    }
+
     /// The verified backup taken for CodePipeline execution `pipeline_execution_id`, and the
-    /// run document it recorded (written once the backup was verified, naming the execution);
-    /// newest first when there are several. A backup whose snapshots are still completing
-    /// (`wait_for: started`) counts: the restore waits for them. A failed one does not.
+    /// run document it recorded: two reads, the execution's index entry and the manifest it
+    /// names. The manifest must agree (its application, id and recorded pipeline execution),
+    /// so an entry cannot point guard at another backup. A backup whose snapshots are still
+    /// completing (`wait_for: started`) counts: the restore waits for them. A failed one, or
+    /// one no longer in the catalog, does not.
     pub async fn find_by_pipeline_execution(
         &self,
         pipeline_execution_id: &str,
     ) -> Result<Option<(Manifest, RunDocument)>, Error> {
-        Ok(self.list(None).await?.into_iter().find_map(|mut m| {
-            let run = m.run.take()?;
-            (m.state != BackupState::Failed
-                && m.purpose == Purpose::Backup
-                && run.version.pipeline_execution_id.as_deref() == Some(pipeline_execution_id))
-            .then_some((m, run))
-        }))
+        let Some(key) = self.pipeline_execution_key(pipeline_execution_id) else {
+            return Ok(None);
+        };
+        let Some(body) = self.store.get_bytes(&key).await? else {
+            return Ok(None);
+        };
+        let entry: PipelineExecutionEntry =
+            serde_json::from_slice(&body).map_err(|e| Error::ManifestMalformed {
+                bucket: self.store.bucket().to_string(),
+                key: key.clone(),
+                reason: format!("not a pipeline execution index entry: {e}"),
+            })?;
+        if check_segment("application", &entry.application).is_err()
+            || check_segment("backup id", &entry.backup_id).is_err()
+        {
+            return Err(Error::ManifestMalformed {
+                bucket: self.store.bucket().to_string(),
+                key,
+                reason: "the entry names no valid application and backup id".to_string(),
+            });
+        }
+        let Some(mut m) = self
+            .read_manifest(&entry.application, &entry.backup_id)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let Some(run) = m.run.take() else {
+            return Ok(None);
+        };
+        let agrees = m.application == entry.application
+            && m.backup_id == entry.backup_id
+            && m.state != BackupState::Failed
+            && m.purpose == Purpose::Backup
+            && run.version.pipeline_execution_id.as_deref() == Some(pipeline_execution_id);
+        Ok(agrees.then_some((m, run)))
     }
+}
+
+/// One pipeline execution's backup, as its index entry records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct PipelineExecutionEntry {
+    application: String,
+    backup_id: String,
 }

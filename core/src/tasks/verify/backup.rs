@@ -1,7 +1,8 @@
 //! verify, mode `backup` (VerifyBackup): the backup's artifacts are what its manifest says:
 //! every dump re-read (size, SHA-256, archive listing), every snapshot present and not failed.
 //! Given the run document, it is recorded in the manifest once the backup passes, so guard
-//! mode and restore drills know the run's targets and checks.
+//! mode and restore drills know the run's targets and checks, and the backup is recorded as
+//! its pipeline execution's (the catalog's index), so guard finds it with one read.
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -36,6 +37,12 @@ pub async fn handle(ctx: &Context, task: BackupTask) -> Result<VerifyReport, Err
                 m.run = Some(run.clone())
             })
             .await?;
+        // Once the manifest names the run: guard finds this backup by its pipeline execution.
+        if let Some(execution) = &run.version.pipeline_execution_id {
+            ctx.catalog()
+                .record_pipeline_execution(execution, &task.application, &task.backup_id)
+                .await?;
+        }
     }
     ctx.events()
         .publish(
