@@ -6,7 +6,7 @@
 use aws_lambda_events::event::codepipeline_job::CodePipelineJobEvent;
 use backstop_core::model::job::{JobReport, JobState, TargetTask};
 use backstop_core::model::run::RunDocument;
-use backstop_core::tasks::guard::StageEvent;
+use backstop_core::tasks::guard::{ExecutionDetail, GuardEvent, StageEvent, EXECUTION_EVENT};
 use backstop_core::tasks::restore::RestoreTask;
 use backstop_core::tasks::verify::VerifyTask;
 use backstop_core::tasks::{check_scheduled, invoke, ScheduledEvent};
@@ -65,6 +65,12 @@ fn every_sample_event_is_a_valid_input_of_its_function() {
         ),
         ("shop-pipeline", "Deploy", "FAILED")
     );
+    // Guard also takes the status change of a protect execution that ended.
+    let ended: GuardEvent = serde_json::from_value(event("guard-execution-ended")).unwrap();
+    assert_eq!(ended.detail_type, EXECUTION_EVENT);
+    let detail: ExecutionDetail = serde_json::from_value(ended.detail).unwrap();
+    assert_eq!(detail.status, "ABORTED");
+    assert!(detail.execution_arn.ends_with(&detail.name));
     let listed: Vec<String> = std::fs::read_dir(format!("{}/events", crate::support::root()))
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
@@ -72,7 +78,7 @@ fn every_sample_event_is_a_valid_input_of_its_function() {
         .collect();
     assert_eq!(
         listed.len(),
-        10,
+        11,
         "a new event needs a check here: {listed:?}"
     );
 }

@@ -1,6 +1,7 @@
 //! The protected deploy end to end: `backstop run` drives one execution of the real state
 //! machine on the local state machine, with a throwaway PostgreSQL and instances in moto; guard
-//! mode restores from a stage event; the scheduled drill and prune run through the functions'
+//! mode restores from a stage event, and from the status change of an execution stopped during
+//! its deploy; the scheduled drill and prune run through the functions'
 //! router on EventBridge `Scheduled Event`s, with their policy in the functions' environment.
 
 use aws_sdk_ec2::types::Filter;
@@ -764,6 +765,131 @@ fn guard_mode_restores_the_backup_of_a_pipeline_execution_whose_deploy_stage_fai
         no_backup["pipeline_execution_id"], "pipe-exec-unknown",
         "{no_backup}"
     );
+}
+
+/// EventBridge's `Step Functions Execution Status Change` for an execution that ended.
+fn execution_event(machine: &str, arn: &str, name: &str, status: &str, error: Value) -> Value {
+    json!({
+        "version": "0",
+        "id": format!("event-{}", crate::support::unique()),
+        "detail-type": "Step Functions Execution Status Change",
+        "source": "aws.states",
+        "account": crate::support::ACCOUNT,
+        "time": "2026-12-07T12:00:00Z",
+        "region": crate::support::REGION,
+        "resources": [arn],
+        "detail": {"executionArn": arn, "stateMachineArn": machine, "name": name,
+                   "status": status, "error": error, "cause": null}
+    })
+}
+
+#[test]
+fn an_execution_stopped_during_its_deploy_is_restored_by_guard_from_its_status_change() {
+    // The deploy places an order, then hangs: the execution is stopped while it deploys, so
+    // no Catch ever runs and the state machine itself never restores.
+    let hanging = format!("{}; sleep 10; echo '{{}}'", deploy_placing_an_order());
+    let bed = shop_bed(&[], &[("shop-deploy-hangs", hanging.as_str())]);
+    let before = bed.table_checksums("shop");
+    let orders = orders(&bed);
+    let machine = bed.state_machine_arn();
+    let queue = bed.events_queue();
+    let doc = json!({
+        "application": "shop",
+        "version": {"commit": "v1.5.0"},
+        "targets": [{"type": "database", "url_env": "SHOP_DB_URL"}],
+        "deploy": {"type": "lambda", "function_name": "shop-deploy-hangs"},
+        "checks": {"sql": [{"query": "SELECT count(*) FROM orders", "expect": orders}]},
+        "policy": {"first_wait_seconds": 1, "max_wait_seconds": 2}
+    });
+    let name = format!("shop-{}", crate::support::unique());
+    let sfn = bed.sfn();
+    let arn = bed
+        .rt
+        .block_on(
+            sfn.start_execution()
+                .state_machine_arn(&machine)
+                .name(&name)
+                .input(doc.to_string())
+                .send(),
+        )
+        .unwrap()
+        .execution_arn()
+        .to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !bed.entered(&arn).iter().any(|s| s == "DeployLambda") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            bed.entered(&arn)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // The new order lands, then the execution is stopped mid-deploy.
+    while bed.table_checksums("shop") == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the deploy never wrote"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    bed.rt
+        .block_on(sfn.stop_execution().execution_arn(&arn).send())
+        .unwrap();
+    assert_eq!(bed.finished(&arn).status().as_str(), "ABORTED");
+
+    let ctx = bed.context(guarded(bed.config()));
+    let guard = |event: Value| {
+        bed.rt
+            .block_on(backstop_core::tasks::invoke(&ctx, "guard", event))
+            .unwrap()
+    };
+    let stopped = execution_event(&machine, &arn, &name, "ABORTED", Value::Null);
+    let started = guard(stopped.clone());
+    assert_eq!(started["outcome"], "restore_started", "{started}");
+    assert_eq!(started["backup_id"], name.as_str());
+    let restore = started["execution_arn"].as_str().unwrap().to_string();
+    // EventBridge delivers it again: the restore is started once.
+    let again = guard(stopped);
+    assert_eq!(again["outcome"], "already_started", "{again}");
+    let ended = bed.finished(&restore);
+    assert_eq!(ended.error(), Some("DeployFailed"), "{ended:?}");
+    let cause: Value = serde_json::from_str(ended.cause().unwrap()).unwrap();
+    assert_eq!(cause["error"], "ExecutionAborted", "{cause}");
+    assert_eq!(
+        bed.table_checksums("shop"),
+        before,
+        "the order the interrupted deploy placed is gone: the data is the backup's"
+    );
+    let events = bed.events(&queue);
+    let interrupted = events
+        .iter()
+        .find(|(t, _)| t == "DeployInterrupted")
+        .unwrap_or_else(|| panic!("no DeployInterrupted: {events:?}"));
+    assert_eq!(interrupted.1["backup_id"], name.as_str(), "{interrupted:?}");
+
+    // The restore's own end, and an end through the state machine's own path, are not acted on.
+    let restore_name = format!("guard-{name}");
+    let own = guard(execution_event(
+        &machine,
+        &restore,
+        &restore_name,
+        "FAILED",
+        json!("DeployFailed"),
+    ));
+    assert_eq!(own["outcome"], "ignored", "{own}");
+    let designed = guard(execution_event(
+        &machine,
+        &arn,
+        &name,
+        "FAILED",
+        json!("DeployFailed"),
+    ));
+    assert_eq!(designed["outcome"], "ignored", "{designed}");
+    let mut names = bed.executions(&machine);
+    names.sort();
+    let mut expected = vec![restore_name, name];
+    expected.sort();
+    assert_eq!(names, expected, "one restore, started once");
 }
 
 #[test]

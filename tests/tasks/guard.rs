@@ -1,7 +1,9 @@
 //! Guard's handling of CodePipeline stage events, with no server: a stage that did not fail,
 //! or is not guarded, is ignored without a single AWS call; a failed guarded stage of a
 //! pipeline execution Backstop took no backup for is reported (`GuardFoundNoBackup`) and
-//! restores nothing; a failed guarded stage with no state machine configured is refused.
+//! restores nothing; a failed guarded stage with no state machine configured is refused. And
+//! of protect executions' status changes: only one that ended after its deploy began without
+//! reaching its restore is acted on (the restore itself runs in the `flow` binary).
 
 use backstop_core::model::manifest::BackupState;
 use backstop_core::tasks::guard::{self, GuardOutcome, StageEvent};
@@ -58,7 +60,11 @@ fn guard_ignores_a_stage_that_did_not_fail_or_is_not_guarded_and_calls_nothing()
         "STOPPED",
         "STOPPING",
     ] {
-        let out = block_on(guard::handle(&ctx, stage("shop-pipeline", "Deploy", state))).unwrap();
+        let out = block_on(guard::handle_stage(
+            &ctx,
+            stage("shop-pipeline", "Deploy", state),
+        ))
+        .unwrap();
         assert_eq!(
             out,
             GuardOutcome::Ignored {
@@ -67,7 +73,7 @@ fn guard_ignores_a_stage_that_did_not_fail_or_is_not_guarded_and_calls_nothing()
         );
     }
     for (pipeline, name) in [("shop-pipeline", "Build"), ("billing-pipeline", "Deploy")] {
-        let out = block_on(guard::handle(&ctx, stage(pipeline, name, "FAILED"))).unwrap();
+        let out = block_on(guard::handle_stage(&ctx, stage(pipeline, name, "FAILED"))).unwrap();
         assert_eq!(
             out,
             GuardOutcome::Ignored {
@@ -86,7 +92,7 @@ fn mocked_a_failed_guarded_stage_without_a_backup_is_reported_and_restores_nothi
     let ctx = context(&aws, guarded(Config::new("backups", "backstop")));
     let event = stage("shop-pipeline", "Deploy", "FAILED");
     let execution = event.detail.execution_id.clone();
-    let out = block_on(guard::handle(&ctx, event)).unwrap();
+    let out = block_on(guard::handle_stage(&ctx, event)).unwrap();
     assert_eq!(
         out,
         GuardOutcome::NoBackup {
@@ -112,7 +118,7 @@ fn a_failed_guarded_stage_with_no_state_machine_is_refused() {
     let mut config = guarded(Config::new("backups", "backstop"));
     config.state_machine_arn = None;
     let ctx = context(&aws, config);
-    let err = block_on(guard::handle(
+    let err = block_on(guard::handle_stage(
         &ctx,
         stage("shop-pipeline", "Deploy", "FAILED"),
     ))
@@ -123,4 +129,105 @@ fn a_failed_guarded_stage_with_no_state_machine_is_refused() {
         "{err}"
     );
     assert_eq!(aws.calls(), Vec::<String>::new());
+}
+
+/// The `Step Functions Execution Status Change` of protect execution `name`.
+fn ended(ctx: &Context, name: &str, status: &str, error: Option<&str>) -> guard::GuardEvent {
+    let machine = ctx.config.state_machine_arn.clone().unwrap();
+    let arn = machine.replace(":stateMachine:", ":execution:") + ":" + name;
+    serde_json::from_value(json!({
+        "version": "0", "id": "e-1", "detail-type": guard::EXECUTION_EVENT,
+        "source": "aws.states", "account": "123456789012", "time": "2026-12-07T12:00:00Z",
+        "region": "us-east-1", "resources": [arn],
+        "detail": {"executionArn": arn, "stateMachineArn": machine, "name": name,
+                   "status": status, "error": error, "cause": null}
+    }))
+    .unwrap()
+}
+
+/// GetExecutionHistory's answer: an execution that started with the shop's run and entered
+/// `states`.
+fn history(states: &[&str]) -> String {
+    let mut events = vec![
+        json!({"id": 1, "timestamp": 1.8e9, "type": "ExecutionStarted",
+        "executionStartedEventDetails": {"input": "{\"application\":\"shop\"}"}}),
+    ];
+    for (i, s) in states.iter().enumerate() {
+        events.push(
+            json!({"id": i + 2, "timestamp": 1.8e9, "type": "StateEntered",
+            "stateEnteredEventDetails": {"name": s}}),
+        );
+    }
+    json!({"events": events}).to_string()
+}
+
+#[test]
+fn mocked_an_ended_execution_is_restored_only_when_its_deploy_began_and_its_restore_never_ran() {
+    let backup = "20261101T000000Z-00000001";
+    // Not an end to act on, another machine, guard's own restore, or an end through the
+    // state machine's own paths: no call at all.
+    let aws = FakeAws::new();
+    let ctx = context(&aws, guarded(Config::new("backups", "backstop")));
+    for (status, error) in [
+        ("SUCCEEDED", None),
+        ("RUNNING", None),
+        ("FAILED", Some("DeployFailed")),
+        ("FAILED", Some("BackupFailed")),
+        ("FAILED", Some("InvalidInput")),
+    ] {
+        let out = block_on(guard::handle(&ctx, ended(&ctx, backup, status, error))).unwrap();
+        assert!(
+            matches!(out, GuardOutcome::Ignored { .. }),
+            "{status} {error:?}: {out:?}"
+        );
+    }
+    let own = block_on(guard::handle(
+        &ctx,
+        ended(&ctx, &format!("guard-{backup}"), "FAILED", None),
+    ));
+    assert!(matches!(own.unwrap(), GuardOutcome::Ignored { .. }));
+    let mut other = ended(&ctx, backup, "ABORTED", None);
+    other.detail["stateMachineArn"] =
+        json!("arn:aws:states:us-east-1:123456789012:stateMachine:other");
+    assert!(matches!(
+        block_on(guard::handle(&ctx, other)).unwrap(),
+        GuardOutcome::Ignored { .. }
+    ));
+    assert_eq!(aws.calls(), Vec::<String>::new());
+
+    // Ended before its deploy began, or after its restore path ran: the history says so.
+    for states in [
+        vec!["Entry", "Prepare", "NameBackup", "BackupTargets"],
+        vec![
+            "Entry",
+            "Prepare",
+            "NameBackup",
+            "BackupTargets",
+            "VerifyBackup",
+            "ChooseDeploy",
+            "DeployLambda",
+            "RestoreTargets",
+        ],
+    ] {
+        let aws = FakeAws::new().answer("states:GetExecutionHistory", history(&states));
+        let ctx = context(&aws, guarded(Config::new("backups", "backstop")));
+        for status in ["FAILED", "TIMED_OUT", "ABORTED"] {
+            let out = block_on(guard::handle(
+                &ctx,
+                ended(&ctx, backup, status, Some("States.Runtime")),
+            ))
+            .unwrap();
+            assert!(
+                matches!(out, GuardOutcome::Ignored { .. }),
+                "{states:?}: {out:?}"
+            );
+        }
+        assert!(
+            aws.calls()
+                .iter()
+                .all(|c| c == "states:GetExecutionHistory"),
+            "{:?}",
+            aws.calls()
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! Telling people: events on EventBridge, source `backstop`, one per outcome
 //! (`BackupCompleted`, `BackupFailed`, `DeployProtected`, `DeployFailedRestored`,
-//! `RestoreFailed`, `DrillPassed`, `DrillFailed`, `GuardFoundNoBackup`), with the application
+//! `RestoreFailed`, `DrillPassed`, `DrillFailed`, `GuardFoundNoBackup`, `DeployInterrupted`),
+//! with the application
 //! and backup id (when there is one) and a short summary as detail. Rules
 //! route them on (the template's optional SNS topic is one). A notification that cannot be
 //! sent is logged and never changes the outcome it reports.
@@ -24,6 +25,9 @@ pub enum Outcome {
     DrillFailed,
     /// Guard mode: a guarded stage failed in a pipeline execution that has no backup.
     GuardFoundNoBackup,
+    /// A protect execution ended (failed, timed out, aborted) after its deploy began without
+    /// reaching its restore; guard started the restore.
+    DeployInterrupted,
 }
 
 impl Outcome {
@@ -38,6 +42,7 @@ impl Outcome {
             Outcome::DrillPassed => "DrillPassed",
             Outcome::DrillFailed => "DrillFailed",
             Outcome::GuardFoundNoBackup => "GuardFoundNoBackup",
+            Outcome::DeployInterrupted => "DeployInterrupted",
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The Step Functions calls several parts share: starting an execution under a name that makes
 //! a retry find the same execution instead of starting a second (the pipeline worker, guard
-//! mode), the running executions (retention), and the mapping of Step Functions failures to
+//! mode), the running executions (retention), the states an execution entered (guard), and
+//! the mapping of Step Functions failures to
 //! `StepFunctionsError` (or `Throttled`).
 
 use crate::aws::named_error;
@@ -78,6 +79,44 @@ pub async fn running_executions(
         token = page.next_token().map(str::to_string);
         if token.is_none() {
             return Ok(names);
+        }
+    }
+}
+
+/// What an execution's history says of it: the states it entered, in order, and its input.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExecutionTrail {
+    pub entered: Vec<String>,
+    pub input: Option<String>,
+}
+
+/// The trail of execution `execution_arn`, read from its history a page of 1,000 events at a
+/// time.
+pub async fn execution_trail(
+    sfn: &aws_sdk_sfn::Client,
+    execution_arn: &str,
+) -> Result<ExecutionTrail, Error> {
+    let mut trail = ExecutionTrail::default();
+    let mut token = None;
+    loop {
+        let page = sfn
+            .get_execution_history()
+            .execution_arn(execution_arn)
+            .max_results(1000)
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(|e| sfn_error(sfn, "GetExecutionHistory", e))?;
+        for e in page.events() {
+            if let Some(d) = e.state_entered_event_details() {
+                trail.entered.push(d.name().to_string());
+            } else if let Some(d) = e.execution_started_event_details() {
+                trail.input = d.input().map(str::to_string);
+            }
+        }
+        token = page.next_token().map(str::to_string);
+        if token.is_none() {
+            return Ok(trail);
         }
     }
 }

@@ -4,6 +4,14 @@
 //! backup taken for that pipeline execution (its recorded run document names the execution)
 //! and starts the protect state machine at its restore path for that backup.
 //!
+//! Guard also watches the protect state machine itself: a protect execution that ends FAILED,
+//! TIMED_OUT or ABORTED after its deploy began, without reaching its restore (what no Catch
+//! can see: `States.Runtime`, `States.DataLimitExceeded`, a StopExecution, the execution's own
+//! timeout, a Lambda lost past its retries), arrives as a `Step Functions Execution Status
+//! Change` event; guard reads the execution's history, and when its deploy began and its
+//! restore path never ran, starts the restore path for its backup and publishes
+//! `DeployInterrupted`.
+//!
 //! EventBridge delivers at least once. The restore execution's name is derived from the
 //! backup id, and Step Functions keeps names unique, so a repeated event finds the execution
 //! it started and never starts a second restore. An event for a pipeline execution without a
@@ -13,10 +21,11 @@ use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use serde::{Deserialize, Serialize};
 
 use crate::aws::events::{EventDetail, Outcome};
-use crate::aws::sfn::{execution_arn, sfn_error, start_named};
+use crate::aws::sfn::{execution_arn, execution_trail, sfn_error, start_named};
 use crate::context::Context;
 use crate::error::Error;
-use crate::model::job::StepFailure;
+use crate::model::job::{bounded, StepFailure};
+use crate::model::manifest::Manifest;
 use crate::model::run::RunDocument;
 
 /// The `detail-type` of the events guard mode acts on.
@@ -37,8 +46,45 @@ pub struct StageDetail {
 /// capitals (`FAILED`), unlike the API's `StageExecutionStatus` (`Failed`).
 pub const STAGE_STATE_FAILED: &str = "FAILED";
 
-/// The event guard takes: EventBridge's envelope around a stage state change.
+/// EventBridge's envelope around a stage state change.
 pub type StageEvent = EventBridgeEvent<StageDetail>;
+
+/// The `detail-type` of a Step Functions execution's status change.
+pub const EXECUTION_EVENT: &str = "Step Functions Execution Status Change";
+
+/// The detail of a `Step Functions Execution Status Change` event, as guard reads it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionDetail {
+    pub execution_arn: String,
+    pub state_machine_arn: String,
+    pub name: String,
+    /// `RUNNING`, `SUCCEEDED`, `FAILED`, `TIMED_OUT`, `ABORTED`, …
+    pub status: String,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub cause: Option<String>,
+}
+
+/// EventBridge's envelope around an execution status change.
+pub type ExecutionEvent = EventBridgeEvent<ExecutionDetail>;
+
+/// Either event guard takes, told apart by source and detail-type.
+pub type GuardEvent = EventBridgeEvent<serde_json::Value>;
+
+/// The ends a protect execution reaches through its own paths: each already restored, or had
+/// nothing to restore.
+const DESIGNED_ENDS: [&str; 5] = [
+    "DeployFailed",
+    "RestoreFailed",
+    "BackupFailed",
+    "InvalidInput",
+    "PrepareFailed",
+];
+
+/// The states that mean the deploy began.
+const DEPLOY_STATES: [&str; 2] = ["DeployLambda", "DeployCodeBuild"];
 
 /// Checks the event is a CodePipeline stage state change with every field given.
 fn check(event: &StageEvent) -> Result<(), Error> {
@@ -109,9 +155,30 @@ pub use crate::model::job::guard_execution_name as execution_name;
 /// The error a guard restore starts its restore path with.
 pub const STAGE_FAILED: &str = "PipelineStageFailed";
 
-/// Acts on one event: a failed guarded stage whose pipeline execution has a backup starts
-/// (once) the restore path of `state_machine` for that backup.
-pub async fn handle(ctx: &Context, event: StageEvent) -> Result<GuardOutcome, Error> {
+/// Acts on one event: a failed guarded stage, or a protect execution that ended after its
+/// deploy began without restoring (see the module's documentation).
+pub async fn handle(ctx: &Context, event: GuardEvent) -> Result<GuardOutcome, Error> {
+    let detail = event.detail.clone();
+    match (event.source.as_str(), event.detail_type.as_str()) {
+        ("aws.states", EXECUTION_EVENT) => {
+            let detail: ExecutionDetail = serde_json::from_value(detail)
+                .map_err(|e| Error::InvalidInput(format!("the execution event's detail: {e}")))?;
+            handle_execution(ctx, detail).await
+        }
+        _ => {
+            let stage: StageEvent = serde_json::from_value(
+                serde_json::to_value(&event)
+                    .map_err(|e| Error::InvalidInput(format!("the event: {e}")))?,
+            )
+            .map_err(|e| Error::InvalidInput(format!("the stage event: {e}")))?;
+            handle_stage(ctx, stage).await
+        }
+    }
+}
+
+/// A failed guarded stage whose pipeline execution has a backup starts (once) the restore
+/// path of the state machine for that backup.
+pub async fn handle_stage(ctx: &Context, event: StageEvent) -> Result<GuardOutcome, Error> {
     check(&event)?;
     let stage = event.detail;
     if stage.state != STAGE_STATE_FAILED {
@@ -131,7 +198,6 @@ pub async fn handle(ctx: &Context, event: StageEvent) -> Result<GuardOutcome, Er
         ctx.config.state_machine_arn.as_deref().ok_or_else(|| {
             Error::InvalidInput("BACKSTOP_STATE_MACHINE_ARN is not set".to_string())
         })?;
-    let sfn = ctx.sfn();
     let Some((manifest, run)) = ctx
         .catalog()
         .find_by_pipeline_execution(&stage.execution_id)
@@ -157,6 +223,142 @@ pub async fn handle(ctx: &Context, event: StageEvent) -> Result<GuardOutcome, Er
             pipeline_execution_id: stage.execution_id,
         });
     };
+    let failure = StepFailure {
+        error: STAGE_FAILED.to_string(),
+        cause: format!(
+            "stage {} of pipeline {} failed (pipeline execution {})",
+            stage.stage, stage.pipeline, stage.execution_id
+        ),
+    };
+    start_restore(ctx, state_machine, manifest, run, failure).await
+}
+
+/// A protect execution that ended FAILED, TIMED_OUT or ABORTED after its deploy began, and
+/// never entered its restore path, starts (once) the restore path for its backup.
+pub async fn handle_execution(
+    ctx: &Context,
+    execution: ExecutionDetail,
+) -> Result<GuardOutcome, Error> {
+    let ignored = |reason: String| Ok(GuardOutcome::Ignored { reason });
+    let state_machine =
+        ctx.config.state_machine_arn.as_deref().ok_or_else(|| {
+            Error::InvalidInput("BACKSTOP_STATE_MACHINE_ARN is not set".to_string())
+        })?;
+    if !matches!(
+        execution.status.as_str(),
+        "FAILED" | "TIMED_OUT" | "ABORTED"
+    ) {
+        return ignored(format!(
+            "execution {} is {}",
+            execution.name, execution.status
+        ));
+    }
+    if execution.state_machine_arn != state_machine {
+        return ignored(format!(
+            "execution {} is of another state machine",
+            execution.name
+        ));
+    }
+    if execution.name.starts_with("guard-") {
+        return ignored(format!(
+            "execution {} is itself a guard restore (its incident report says how it ended)",
+            execution.name
+        ));
+    }
+    if let Some(error) = execution
+        .error
+        .as_deref()
+        .filter(|e| DESIGNED_ENDS.contains(e))
+    {
+        return ignored(format!(
+            "execution {} ended with {error} through its own path",
+            execution.name
+        ));
+    }
+    let trail = execution_trail(ctx.sfn(), &execution.execution_arn).await?;
+    if trail.entered.iter().any(|s| s == "RestoreTargets") {
+        return ignored(format!("execution {} reached its restore", execution.name));
+    }
+    if !trail
+        .entered
+        .iter()
+        .any(|s| DEPLOY_STATES.contains(&s.as_str()))
+    {
+        return ignored(format!(
+            "execution {} ended before its deploy began: nothing to restore",
+            execution.name
+        ));
+    }
+    // The backup id is the execution's name; its application is in the run it started with.
+    let application = trail
+        .input
+        .as_deref()
+        .and_then(|i| serde_json::from_str::<serde_json::Value>(i).ok())
+        .and_then(|v| v["application"].as_str().map(str::to_string))
+        .ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "execution {}'s history holds no input naming its application",
+                execution.name
+            ))
+        })?;
+    let mut manifest = ctx
+        .catalog()
+        .manifest(&application, &execution.name)
+        .await?;
+    let run = manifest.run.take().ok_or_else(|| Error::BackupNotUsable {
+        backup_id: execution.name.clone(),
+        state: "its run was never recorded, so it was never verified".to_string(),
+    })?;
+    let why = match (&execution.error, &execution.cause) {
+        (Some(e), Some(c)) => format!("{e}: {}", bounded(c, 2000)),
+        (Some(e), None) => e.clone(),
+        _ => execution.status.clone(),
+    };
+    let failure = StepFailure {
+        error: format!("Execution{}", title(&execution.status)),
+        cause: format!(
+            "protect execution {} ended {} ({why}) after its deploy began, without reaching its \
+             restore",
+            execution.name, execution.status
+        ),
+    };
+    let outcome = start_restore(ctx, state_machine, manifest, run, failure.clone()).await?;
+    if let GuardOutcome::RestoreStarted { backup_id, .. } = &outcome {
+        let detail = EventDetail::new(&failure.cause, &application, backup_id);
+        ctx.events()
+            .publish(Outcome::DeployInterrupted, &detail)
+            .await;
+    }
+    Ok(outcome)
+}
+
+/// `TIMED_OUT` → `TimedOut`.
+fn title(status: &str) -> String {
+    status
+        .split('_')
+        .map(|w| {
+            let mut c = w.chars();
+            match c.next() {
+                Some(f) => f
+                    .to_uppercase()
+                    .chain(c.flat_map(char::to_lowercase))
+                    .collect(),
+                None => String::new(),
+            }
+        })
+        .collect()
+}
+
+/// Starts (once) the restore path of `state_machine` for `manifest`'s backup, with its recorded
+/// `run` and the `failure` that calls for it.
+async fn start_restore(
+    ctx: &Context,
+    state_machine: &str,
+    manifest: Manifest,
+    run: RunDocument,
+    failure: StepFailure,
+) -> Result<GuardOutcome, Error> {
+    let sfn = ctx.sfn();
     let name = execution_name(&manifest.backup_id);
     let arn = execution_arn(state_machine, &name);
     match sfn.describe_execution().execution_arn(&arn).send().await {
@@ -178,13 +380,7 @@ pub async fn handle(ctx: &Context, event: StageEvent) -> Result<GuardOutcome, Er
         restore_of: RestoreOf {
             backup_id: manifest.backup_id.clone(),
             run,
-            failure: StepFailure {
-                error: STAGE_FAILED.to_string(),
-                cause: format!(
-                    "stage {} of pipeline {} failed (pipeline execution {})",
-                    stage.stage, stage.pipeline, stage.execution_id
-                ),
-            },
+            failure,
         },
     };
     let input = serde_json::to_string(&input)

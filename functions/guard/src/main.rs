@@ -1,4 +1,6 @@
-//! The guard Lambda: the target of the rule for failed CodePipeline stages: restores the backup taken for that pipeline execution. The work is
+//! The guard Lambda: the target of the rules for failed CodePipeline stages (restores the
+//! backup taken for that pipeline execution) and for protect executions that ended after their
+//! deploy began without restoring (restores their backup). The work is
 //! `backstop_core::tasks::guard::handle`; this sets up tracing (honouring the function's log
 //! format and level settings) and serves that handler.
 
