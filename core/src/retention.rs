@@ -5,17 +5,20 @@
 //! failed, so a half-pruned backup never looks restorable, then its images and snapshots
 //! (found by their `backstop:backup-id` tag, so parts a manifest missed go too) and its objects
 //! are deleted, the manifest last. Volumes a restore replaced (the kept failed state, tagged
-//! `backstop:failed-state-of`) go once older than `max_age`, and so do the databases Backstop
+//! `backstop:failed-state-of`) go once older than `max_age`, volumes a killed drill left
+//! (tagged `backstop:drill`) once a day old, and so do the databases Backstop
 //! leaves on the servers of the recorded runs: the failed state a swap restore keeps
-//! (`<db>_failed_<time>`) and a drill's scratch database left by a crash
-//! (`backstop_verify_<time>_<n>`). A dry run plans and deletes nothing.
+//! (`<db>_failed_<time>`), the scratch copy of a swap restore killed before it could drop it
+//! (`<db>_restore_<time>`, once a day old whatever the policy: a restore may still be filling
+//! it) and a drill's scratch database left by a crash (`backstop_verify_<time>_<n>`). A dry
+//! run plans and deletes nothing.
 
 use std::time::Duration;
 
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::aws::ec2::{Ec2, TAG_BACKUP_ID, TAG_FAILED_STATE_OF};
+use crate::aws::ec2::{Ec2, TAG_BACKUP_ID, TAG_DRILL, TAG_FAILED_STATE_OF};
 use crate::catalog::Catalog;
 use crate::db::restore::{derived_name, maintenance_target};
 use crate::db::session::Session;
@@ -66,7 +69,8 @@ impl std::fmt::Display for Action {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Plan {
     pub backups: Vec<Decision>,
-    /// Replaced volumes (kept failed state) older than the policy.
+    /// Replaced volumes (kept failed state) older than the policy, and drill volumes a killed
+    /// drill left, a day old.
     pub volumes: Vec<String>,
     /// Databases Backstop left on a server, older than the policy.
     pub databases: Vec<LeftDatabase>,
@@ -147,7 +151,7 @@ pub async fn plan(
             reason,
         });
     }
-    let volumes = replaced_volumes(ec2, policy, now).await?;
+    let volumes = left_volumes(ec2, policy, now).await?;
     let (databases, servers_skipped) = left_databases(servers, policy, now).await;
     Ok(Plan {
         backups,
@@ -199,7 +203,12 @@ async fn left_databases(
             let Some((kind, created_at)) = left_by_backstop(name, &dbnames) else {
                 continue;
             };
-            if (now - created_at).whole_seconds() >= policy.max_age.as_secs() as i64 {
+            let min_age = if kind == INTERRUPTED_RESTORE {
+                policy.max_age.max(RESTORE_IN_PROGRESS_FOR)
+            } else {
+                policy.max_age
+            };
+            if (now - created_at).whole_seconds() >= min_age.as_secs() as i64 {
                 found.push(LeftDatabase {
                     server: server.clone(),
                     database: name.to_string(),
@@ -212,9 +221,26 @@ async fn left_databases(
     (found, skipped)
 }
 
+/// The kind of a swap restore's scratch copy left behind.
+const INTERRUPTED_RESTORE: &str = "interrupted restore";
+
+/// A restore may still be filling its scratch copy for this long (a CLI restore has no
+/// function timeout), so a younger one is never taken for a leftover, whatever the policy.
+const RESTORE_IN_PROGRESS_FOR: Duration = Duration::from_secs(86_400);
+
 /// What `name` is when Backstop left it on a server holding `targets`: the failed state a
-/// swap restore of one of them kept, or a drill's scratch database; with when it was made.
+/// swap restore of one of them kept, the scratch copy of a swap restore that was killed, or a
+/// drill's scratch database; with when it was made.
 pub fn left_by_backstop(name: &str, targets: &[String]) -> Option<(&'static str, OffsetDateTime)> {
+    // A swap restore's scratch copy, left when its process was killed before it could drop it.
+    if let Some((_, ts)) = name.rsplit_once("_restore_") {
+        let at = parse_timestamp(ts)?;
+        let suffix = format!("restore_{ts}");
+        return targets
+            .iter()
+            .any(|db| derived_name(db, &suffix) == name)
+            .then_some((INTERRUPTED_RESTORE, at));
+    }
     if let Some((_, ts)) = name.rsplit_once("_failed_") {
         let at = parse_timestamp(ts)?;
         let suffix = format!("failed_{ts}");
@@ -254,10 +280,25 @@ fn describe(m: &Manifest, good: bool) -> &'static str {
     }
 }
 
-/// Volumes a restore replaced, older than the policy and no longer attached.
-async fn replaced_volumes(
+/// Volumes a restore replaced, older than the policy, and volumes a drill made that it could
+/// not delete (its process was killed), a day old whatever the policy (a drill uses its
+/// volume for minutes); each no longer attached.
+async fn left_volumes(
     ec2: &Ec2,
     policy: &RetentionPolicy,
+    now: OffsetDateTime,
+) -> Result<Vec<String>, Error> {
+    let mut found = tagged_available(ec2, TAG_FAILED_STATE_OF, policy.max_age, now).await?;
+    let drill_age = policy.max_age.max(RESTORE_IN_PROGRESS_FOR);
+    found.extend(tagged_available(ec2, TAG_DRILL, drill_age, now).await?);
+    Ok(found)
+}
+
+/// Available volumes carrying tag `key`, at least `min_age` old.
+async fn tagged_available(
+    ec2: &Ec2,
+    key: &str,
+    min_age: Duration,
     now: OffsetDateTime,
 ) -> Result<Vec<String>, Error> {
     let out = ec2
@@ -266,7 +307,7 @@ async fn replaced_volumes(
                 .filters(
                     aws_sdk_ec2::types::Filter::builder()
                         .name("tag-key")
-                        .values(TAG_FAILED_STATE_OF)
+                        .values(key)
                         .build(),
                 )
                 .send()
@@ -279,7 +320,7 @@ async fn replaced_volumes(
         .filter(|v| {
             v.create_time()
                 .and_then(|t| OffsetDateTime::from_unix_timestamp(t.secs()).ok())
-                .map(|t| (now - t).whole_seconds() >= policy.max_age.as_secs() as i64)
+                .map(|t| (now - t).whole_seconds() >= min_age.as_secs() as i64)
                 .unwrap_or(false)
         })
         .filter_map(|v| v.volume_id().map(str::to_string))
@@ -395,6 +436,12 @@ mod tests {
                 .0,
             "drill scratch"
         );
+        assert_eq!(
+            left_by_backstop("shop_restore_20261125140311", &targets)
+                .unwrap()
+                .0,
+            "interrupted restore"
+        );
         for not_ours in [
             "shop",
             "stock_failed_20261125140311",
@@ -403,6 +450,8 @@ mod tests {
             "backstop_verify_20261125140311",
             "backstop_verify_20261125140311_zzzz",
             "shopping_failed_20261125140311",
+            "stock_restore_20261125140311",
+            "shop_restore_2026112514031",
         ] {
             assert!(left_by_backstop(not_ours, &targets).is_none(), "{not_ours}");
         }

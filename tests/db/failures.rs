@@ -4,6 +4,8 @@
 
 use backstop_testbed::Fault;
 
+use backstop_core::db::backup::CLEANUP_RESERVE;
+
 use crate::support::{Bed, BIG_TABLE, SHOP_SCHEMA};
 
 /// A proxy in front of moto answering 500 to every request whose target contains `matching`,
@@ -561,4 +563,61 @@ fn a_manifest_that_cannot_be_written_leaves_no_dump_behind() {
         bed.keys()
     );
     assert_eq!(bed.open_multipart_uploads(), 0);
+}
+
+#[test]
+fn a_swap_restore_that_its_deadline_stops_leaves_the_target_as_it_was_and_no_scratch_database() {
+    use backstop_core::db::restore::{restore_database, RestoreMode, RestoreRequest};
+    use backstop_core::db::target::DbTarget;
+    use backstop_core::progress::Quiet;
+    use std::time::{Duration, Instant};
+
+    let bed = Bed::new()
+        .database("app", &format!("{SHOP_SCHEMA}\n{BIG_TABLE}"))
+        .moto()
+        .build();
+    let id = bed.cli().db_backup("app", &["--compression", "none"]);
+    // The damage a failed deploy did: a restore that cannot finish must leave it exactly.
+    bed.pg()
+        .psql("app", "DELETE FROM orders WHERE id > 10")
+        .unwrap();
+    let before = bed.table_checksums("app");
+    let dbs_before = bed.databases();
+    let ctx = bed.context(bed.config());
+    let target = DbTarget::from_url(&bed.pg().url("app")).unwrap();
+    let req = RestoreRequest::new(&id, RestoreMode::Swap);
+    // Too little time left to start (under the cleanup reserve), and then enough to start but
+    // not to finish restoring 300,000 rows: each stops before the deadline.
+    for left in [
+        Duration::from_secs(30),
+        CLEANUP_RESERVE + Duration::from_millis(300),
+    ] {
+        let deadline = Instant::now() + left;
+        let restore = restore_database(
+            ctx.catalog(),
+            &ctx.tools,
+            &target,
+            &req,
+            &Quiet,
+            std::future::pending(),
+        );
+        let err = bed
+            .rt
+            .block_on(backstop_core::deadline::within(deadline, restore))
+            .unwrap_err();
+        assert!(Instant::now() < deadline, "stopped before the deadline");
+        assert_eq!(err.error_type(), "TimedOut", "{left:?}: {err}");
+        assert_eq!(
+            bed.table_checksums("app"),
+            before,
+            "{left:?}: target unchanged"
+        );
+        assert_eq!(
+            bed.databases(),
+            dbs_before,
+            "{left:?}: no scratch database left"
+        );
+        // The target still takes connections.
+        bed.pg().psql("app", "SELECT 1").unwrap();
+    }
 }

@@ -160,6 +160,18 @@ impl FakeAws {
             .collect()
     }
 
+    /// The request bodies of every call of `operation` so far, in order.
+    pub fn bodies(&self, operation: &str) -> Vec<Vec<u8>> {
+        self.state
+            .lock()
+            .unwrap()
+            .calls
+            .iter()
+            .filter(|c| c.operation == operation)
+            .map(|c| c.body.clone())
+            .collect()
+    }
+
     /// The events published so far: (detail-type, detail).
     pub fn published(&self) -> Vec<(String, Value)> {
         let state = self.state.lock().unwrap();

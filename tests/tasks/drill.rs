@@ -139,3 +139,62 @@ fn mocked_the_drill_of_an_application_with_no_good_backup_fails_saying_so() {
     assert_eq!(only[0].application, "shop");
     assert!(!only[0].passed);
 }
+
+#[test]
+fn mocked_a_drill_too_close_to_its_deadline_creates_no_volume_and_says_why() {
+    use backstop_core::model::manifest::{InstanceBackup, InstanceBackupMode, VolumeBackup};
+    use std::time::{Duration, Instant};
+
+    let aws = FakeAws::new().accepting_events();
+    let (ctx, _) = memory_context(aws.shared(), Config::new("backups", "backstop"));
+    let mut good = manifest(
+        "shop",
+        "20261101T000000Z-00000001",
+        day(1),
+        BackupState::Completed,
+    );
+    good.instances.push(InstanceBackup {
+        instance_id: "i-0a1b2c3d4e5f60718".to_string(),
+        availability_zone: "us-east-1a".to_string(),
+        mode: InstanceBackupMode::Snapshots,
+        image_id: None,
+        state: BackupState::Completed,
+        volumes: vec![VolumeBackup {
+            device: "/dev/xvda".to_string(),
+            boot: true,
+            volume_id: "vol-root".to_string(),
+            size_gib: 8,
+            volume_type: "gp3".to_string(),
+            iops: None,
+            throughput: None,
+            encrypted: false,
+            kms_key_id: None,
+            snapshot_id: Some("snap-root".to_string()),
+        }],
+        error: None,
+    });
+    block_on(ctx.catalog().write_manifest(&good)).unwrap();
+    let task = DrillTask {
+        application: Some("shop".to_string()),
+        volume_wait_seconds: 600,
+    };
+    // A minute left: not enough to create, wait for and delete a volume.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let reports = block_on(backstop_core::deadline::within(
+        deadline,
+        drill::run(&ctx, &task),
+    ))
+    .unwrap();
+    let volume = &reports[0].volumes[0];
+    assert_eq!(volume.volume_id, None);
+    assert!(
+        volume.error.as_deref().unwrap_or("").contains("deadline"),
+        "{volume:?}"
+    );
+    assert!(!reports[0].passed);
+    assert!(
+        !aws.calls().iter().any(|c| c == "ec2:CreateVolume"),
+        "{:?}",
+        aws.calls()
+    );
+}

@@ -159,7 +159,11 @@ fn mocked_the_scheduled_prune_keeps_what_the_policy_keeps_and_deletes_the_rest_m
     }
     // The running executions, the replaced volumes, and each pruned backup's images and
     // snapshots (none): nothing else.
-    let mut calls = vec!["states:ListExecutions", "ec2:DescribeVolumes"];
+    let mut calls = vec![
+        "states:ListExecutions",
+        "ec2:DescribeVolumes",
+        "ec2:DescribeVolumes",
+    ];
     for _ in 0..3 {
         calls.extend(["ec2:DescribeImages", "ec2:DescribeSnapshots"]);
     }
@@ -189,7 +193,25 @@ fn mocked_a_dry_run_plans_the_same_and_changes_nothing() {
     );
     assert_eq!(
         aws.calls(),
-        ["states:ListExecutions", "ec2:DescribeVolumes"]
+        [
+            "states:ListExecutions",
+            "ec2:DescribeVolumes",
+            "ec2:DescribeVolumes"
+        ]
+    );
+    // The volumes asked for: the replaced ones, and those a killed drill left.
+    let asked: Vec<String> = aws
+        .bodies("ec2:DescribeVolumes")
+        .iter()
+        .map(|b| String::from_utf8_lossy(b).to_string())
+        .collect();
+    assert!(
+        asked[0].contains("Filter.1.Value.1=backstop%3Afailed-state-of"),
+        "{asked:?}"
+    );
+    assert!(
+        asked[1].contains("Filter.1.Value.1=backstop%3Adrill"),
+        "{asked:?}"
     );
 
     // The CLI's prune of one application, without a state machine: only that application's
@@ -214,5 +236,5 @@ fn mocked_a_dry_run_plans_the_same_and_changes_nothing() {
         decisions(&plan),
         [("20260101T000007Z-00000007".to_string(), Action::Prune)]
     );
-    assert_eq!(aws.calls(), ["ec2:DescribeVolumes"]);
+    assert_eq!(aws.calls(), ["ec2:DescribeVolumes", "ec2:DescribeVolumes"]);
 }

@@ -32,6 +32,10 @@ pub const TAG_REPLACED_BY: &str = "backstop:replaced-by";
 pub const TAG_FAILED_STATE_OF: &str = "backstop:failed-state-of";
 /// Tag on a replaced volume: the restore that replaced it.
 pub const TAG_REPLACED_IN: &str = "backstop:replaced-in";
+/// Tag on every volume a drill creates: the drill's id.
+pub const TAG_DRILL: &str = "backstop:drill";
+/// Tag on every volume a drill creates: the backup it came from.
+pub const TAG_DRILL_OF: &str = "backstop:drill-of";
 
 /// EC2's own error.
 const EC2: ServiceError = |operation, code, reason, source| Error::Ec2 {

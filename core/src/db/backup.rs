@@ -299,14 +299,32 @@ async fn dump_and_upload(
     Ok((uploaded?, counts?))
 }
 
-/// Runs `work` unless it passes `timeout` or `cancel` resolves first; either drops `work`
-/// (which kills its child processes) and returns a named error.
+/// What the work's caller still does once bounded work ends, at most: drop a scratch
+/// database or abort a multipart upload, write the manifest. Bounded work stops this long
+/// before the deadline (`crate::deadline`), so that cleanup always runs.
+pub const CLEANUP_RESERVE: Duration = Duration::from_secs(60);
+
+/// Runs `work` unless it passes `timeout`, comes within [`CLEANUP_RESERVE`] of the deadline,
+/// or `cancel` resolves first; each drops `work` (which kills its child processes) and
+/// returns a named error. Work that cannot start with that much time left is `TimedOut` at
+/// once.
 pub async fn run_bounded<T>(
     operation: &str,
     timeout: Option<Duration>,
     cancel: impl Future<Output = ()>,
     work: impl Future<Output = Result<T, Error>>,
 ) -> Result<T, Error> {
+    let by_deadline = crate::deadline::remaining().map(|left| left.saturating_sub(CLEANUP_RESERVE));
+    let timeout = match (timeout, by_deadline) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    if timeout == Some(Duration::ZERO) {
+        return Err(Error::TimedOut {
+            operation: format!("{operation} (not started: too close to the deadline)"),
+            seconds: 0,
+        });
+    }
     let deadline = async {
         match timeout {
             Some(t) => tokio::time::sleep(t).await,

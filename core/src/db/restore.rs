@@ -364,9 +364,10 @@ async fn restore_swap(
     Ok((tables, Some(failed)))
 }
 
-/// Restores `entry` into the new, empty database `into` (progress under `label`) (stopped by `timeout` or `cancel`),
-/// then checks its row counts against the manifest; returns the counts found. The caller
-/// owns `into` and drops it when this fails.
+/// Restores `entry` into the new, empty database `into` (progress under `label`) and counts
+/// its rows, stopped by `timeout`, the deadline or `cancel`, then checks the counts against
+/// the manifest; returns the counts found. The caller owns `into` and drops it when this
+/// fails.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn restore_and_count(
     label: &str,
@@ -381,11 +382,14 @@ pub(crate) async fn restore_and_count(
     cancel: impl Future<Output = ()>,
 ) -> Result<Vec<TableCount>, Error> {
     progress.start(label, Some(entry.artifact.bytes));
-    let work = restore_archive(store, tools, into, &entry.artifact, args, tuning, progress);
-    let restored = run_bounded("restore", timeout, cancel, work).await;
+    // The count is part of the bounded work: on a large database it takes a while too.
+    let work = async {
+        restore_archive(store, tools, into, &entry.artifact, args, tuning, progress).await?;
+        Session::connect(into).await?.row_counts().await
+    };
+    let found = run_bounded("restore", timeout, cancel, work).await;
     progress.finish();
-    restored?;
-    let found = Session::connect(into).await?.row_counts().await?;
+    let found = found?;
     check_counts(&entry.tables, &found, &into.dbname, false)?;
     Ok(found)
 }

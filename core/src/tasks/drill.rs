@@ -24,10 +24,11 @@ use crate::progress::Quiet;
 use crate::store::download::DownloadTuning;
 use crate::tasks::ScheduledEvent;
 
-/// Tag on every volume a drill creates: the drill's id.
-pub const TAG_DRILL: &str = "backstop:drill";
-/// Tag on every volume a drill creates: the backup it came from.
-pub const TAG_DRILL_OF: &str = "backstop:drill-of";
+pub use crate::aws::ec2::{TAG_DRILL, TAG_DRILL_OF};
+
+/// What a volume's drill needs after its wait, at most: the volume created, described, and
+/// deleted again, each with the retry layer's worst case.
+const VOLUME_RESERVE: Duration = Duration::from_secs(120);
 /// The drill report's format.
 pub const DRILL_FORMAT: u32 = 1;
 
@@ -248,6 +249,26 @@ async fn drill_backup(
                 });
                 continue;
             };
+            // The wait fits the function: it ends with time left to delete the volume.
+            let wait = match crate::deadline::remaining() {
+                Some(left) => Duration::from_secs(task.volume_wait_seconds)
+                    .min(left.saturating_sub(VOLUME_RESERVE)),
+                None => Duration::from_secs(task.volume_wait_seconds),
+            };
+            if wait.is_zero() {
+                report.volumes.push(VolumeDrill {
+                    instance_id: instance.instance_id.clone(),
+                    device: volume.device.clone(),
+                    snapshot_id: snapshot_id.clone(),
+                    volume_id: None,
+                    error: Some(
+                        "not drilled: the function's deadline came first (the next drill \
+                         starts over)"
+                            .to_string(),
+                    ),
+                });
+                continue;
+            }
             let mut created = None;
             let checked = drill_volume(
                 ctx,
@@ -256,7 +277,7 @@ async fn drill_backup(
                 volume,
                 snapshot_id,
                 drill_id,
-                Duration::from_secs(task.volume_wait_seconds),
+                wait,
                 &mut created,
             )
             .await;
