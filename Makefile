@@ -57,6 +57,7 @@ validate: venv
 	AWS_DEFAULT_REGION=us-east-1 SAM_CLI_TELEMETRY=0 $(VENV)/bin/sam validate --lint --template template.yaml
 	$(VENV)/bin/cfn-lint template.yaml examples/pipeline.yaml
 	$(VENV)/bin/statelint statemachine/protect.asl.json
+	$(VENV)/bin/python tests/iam/check_roles.py
 
 demo: setup
 	$(DEV_BUILD)

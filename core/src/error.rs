@@ -210,6 +210,11 @@ pub enum Error {
     /// message says what state the instance is left in.
     #[error("restore of instance {instance_id} failed: {reason}")]
     InstanceRestoreFailed { instance_id: String, reason: String },
+    /// A function was about to call an AWS action its row of the permissions table
+    /// (`core/src/aws/permissions.json`, which its role is checked against) does not list:
+    /// its role would refuse it. Nothing was sent.
+    #[error("function {function} may not call {action}: core/src/aws/permissions.json does not list it for that function, so its role does not grant it")]
+    PermissionMissing { function: String, action: String },
 }
 
 impl Error {

@@ -31,6 +31,7 @@ impl Alarms {
     /// Every alarm `check` selects, with its state, following every page. None is an empty
     /// list: the caller decides what that means.
     pub async fn select(&self, check: &AlarmCheck) -> Result<Vec<AlarmState>, Error> {
+        crate::aws::permissions::check("cloudwatch:DescribeAlarms")?;
         let mut found = Vec::new();
         let mut token: Option<String> = None;
         loop {

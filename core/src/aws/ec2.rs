@@ -84,6 +84,7 @@ impl Ec2 {
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
         R: std::fmt::Debug + Send + Sync + 'static,
     {
+        crate::aws::permissions::check(&format!("ec2:{operation}"))?;
         f(&self.client).await.map_err(|err| {
             let retry = self.client.config().retry_config();
             named_error(err, "EC2", operation, retry, EC2)

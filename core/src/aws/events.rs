@@ -77,6 +77,10 @@ impl Notifier {
             .detail(detail)
             .event_bus_name(&self.bus)
             .build();
+        if let Err(e) = crate::aws::permissions::check("events:PutEvents") {
+            tracing::error!(event = outcome.detail_type(), error = %e, "event not sent");
+            return false;
+        }
         match self.client.put_events().entries(entry).send().await {
             Ok(out) if out.failed_entry_count() == 0 => true,
             Ok(out) => {

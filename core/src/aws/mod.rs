@@ -12,6 +12,7 @@
 pub mod cloudwatch;
 pub mod ec2;
 pub mod events;
+pub mod permissions;
 pub mod sfn;
 
 use std::time::Duration;

@@ -25,6 +25,7 @@ pub async fn start_named(
     name: &str,
     input: &str,
 ) -> Result<Started, Error> {
+    crate::aws::permissions::check("states:StartExecution")?;
     let started = sfn
         .start_execution()
         .state_machine_arn(state_machine)
@@ -64,6 +65,7 @@ pub async fn running_executions(
     sfn: &aws_sdk_sfn::Client,
     state_machine_arn: &str,
 ) -> Result<Vec<String>, Error> {
+    crate::aws::permissions::check("states:ListExecutions")?;
     let mut names = Vec::new();
     let mut token = None;
     loop {
@@ -96,6 +98,7 @@ pub async fn execution_trail(
     sfn: &aws_sdk_sfn::Client,
     execution_arn: &str,
 ) -> Result<ExecutionTrail, Error> {
+    crate::aws::permissions::check("states:GetExecutionHistory")?;
     let mut trail = ExecutionTrail::default();
     let mut token = None;
     loop {

@@ -177,6 +177,7 @@ impl DbTarget {
         secret_id: &str,
         dbname: Option<&str>,
     ) -> Result<Self, Error> {
+        crate::aws::permissions::check("secretsmanager:GetSecretValue")?;
         let out = client
             .get_secret_value()
             .secret_id(secret_id)

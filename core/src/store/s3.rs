@@ -9,6 +9,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::{Bytes, BytesMut};
 
+use crate::aws::permissions;
 use crate::aws::Failure;
 use crate::error::Error;
 use crate::store::{ObjectStore, Part};
@@ -72,6 +73,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn check_bucket(&self) -> Result<(), Error> {
+        permissions::check("s3:ListBucket")?;
         match self.client.head_bucket().bucket(&self.bucket).send().await {
             Ok(_) => Ok(()),
             Err(e) => {
@@ -94,6 +96,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn put_bytes(&self, key: &str, body: Vec<u8>, content_type: &str) -> Result<(), Error> {
+        permissions::check("s3:PutObject")?;
         self.client
             .put_object()
             .bucket(&self.bucket)
@@ -107,6 +110,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn get_tagged(&self, key: &str) -> Result<Option<(Vec<u8>, String)>, Error> {
+        permissions::check("s3:GetObject")?;
         let out = match self
             .client
             .get_object()
@@ -141,6 +145,7 @@ impl ObjectStore for S3Store {
         content_type: &str,
         etag: Option<&str>,
     ) -> Result<bool, Error> {
+        permissions::check("s3:PutObject")?;
         let req = self
             .client
             .put_object()
@@ -169,6 +174,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn size_of(&self, key: &str) -> Result<Option<u64>, Error> {
+        permissions::check("s3:GetObject")?;
         match self
             .client
             .head_object()
@@ -192,6 +198,7 @@ impl ObjectStore for S3Store {
     /// Read once into a buffer of exactly the range's size (no second copy, so memory is the
     /// range's size per request in flight).
     async fn get_range(&self, key: &str, start: u64, end: u64) -> Result<Bytes, Error> {
+        permissions::check("s3:GetObject")?;
         let out = self
             .client
             .get_object()
@@ -215,6 +222,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn list(&self, prefix: &str, delimiter: Option<&str>) -> Result<Vec<String>, Error> {
+        permissions::check("s3:ListBucket")?;
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
@@ -250,6 +258,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn delete(&self, key: &str) -> Result<(), Error> {
+        permissions::check("s3:DeleteObject")?;
         self.client
             .delete_object()
             .bucket(&self.bucket)
@@ -261,6 +270,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn create_multipart(&self, key: &str) -> Result<String, Error> {
+        permissions::check("s3:PutObject")?;
         let out = self
             .client
             .create_multipart_upload()
@@ -290,6 +300,7 @@ impl ObjectStore for S3Store {
         part_number: i32,
         body: Bytes,
     ) -> Result<Part, Error> {
+        permissions::check("s3:PutObject")?;
         let out = self
             .client
             .upload_part()
@@ -318,6 +329,7 @@ impl ObjectStore for S3Store {
         upload_id: &str,
         parts: Vec<Part>,
     ) -> Result<(), Error> {
+        permissions::check("s3:PutObject")?;
         let parts: Vec<CompletedPart> = parts
             .into_iter()
             .map(|p| {
@@ -349,6 +361,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), Error> {
+        permissions::check("s3:AbortMultipartUpload")?;
         self.client
             .abort_multipart_upload()
             .bucket(&self.bucket)

@@ -361,6 +361,7 @@ async fn start_restore(
     let sfn = ctx.sfn();
     let name = execution_name(&manifest.backup_id);
     let arn = execution_arn(state_machine, &name);
+    crate::aws::permissions::check("states:DescribeExecution")?;
     match sfn.describe_execution().execution_arn(&arn).send().await {
         Ok(found) => {
             return Ok(GuardOutcome::AlreadyStarted {

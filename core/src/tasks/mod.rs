@@ -47,8 +47,9 @@ pub fn check_scheduled(event: &ScheduledEvent) -> Result<(), Error> {
     Ok(())
 }
 
-/// Runs a typed handler on a JSON payload: the payload read into its input (`InvalidInput`
-/// naming the function when it is not one), the output written back as JSON.
+/// Runs a typed handler on a JSON payload as `function` (its AWS calls checked against its
+/// row of the permissions table): the payload read into its input (`InvalidInput` naming the
+/// function when it is not one), the output written back as JSON.
 pub async fn serve_json<'c, I, O, F, Fut>(
     ctx: &'c Context,
     function: &str,
@@ -63,7 +64,8 @@ where
 {
     let input: I = serde_json::from_value(payload)
         .map_err(|e| Error::InvalidInput(format!("{function} input: {e}")))?;
-    let output = handle(ctx, input).await?;
+    // Each AWS call the handler makes is checked against this function's permissions.
+    let output = crate::aws::permissions::as_function(function, handle(ctx, input)).await?;
     serde_json::to_value(output).map_err(|e| Error::InvalidInput(format!("{function} output: {e}")))
 }
 

@@ -109,6 +109,7 @@ impl PipelineJobs {
                 .await?;
             return Ok(JobAnswer::Continue { execution_arn: arn });
         };
+        crate::aws::permissions::check("states:DescribeExecution")?;
         let out = self
             .sfn
             .describe_execution()
@@ -119,6 +120,7 @@ impl PipelineJobs {
         match out.status() {
             ExecutionStatus::Succeeded => {
                 let backup_id = out.name().unwrap_or_default().to_string();
+                crate::aws::permissions::check("codepipeline:PutJobSuccessResult")?;
                 self.codepipeline
                     .put_job_success_result()
                     .job_id(job_id)
@@ -167,6 +169,7 @@ impl PipelineJobs {
     }
 
     async fn answer_continue(&self, job_id: &str, arn: &str, summary: &str) -> Result<(), Error> {
+        crate::aws::permissions::check("codepipeline:PutJobSuccessResult")?;
         self.codepipeline
             .put_job_success_result()
             .job_id(job_id)
@@ -190,6 +193,7 @@ impl PipelineJobs {
             .set_external_execution_id(execution_arn.map(str::to_string))
             .build()
             .map_err(|e| Error::InvalidInput(format!("failure details: {e}")))?;
+        crate::aws::permissions::check("codepipeline:PutJobFailureResult")?;
         self.codepipeline
             .put_job_failure_result()
             .job_id(job_id)

@@ -236,6 +236,7 @@ fn span(timeline: &[TimelineEntry], from: &str, to: &str) -> Option<f64> {
 /// The execution's states in the order first entered, each with its first entry, last exit
 /// and how many times it was entered.
 async fn timeline(sfn: &aws_sdk_sfn::Client, arn: &str) -> Result<Vec<TimelineEntry>, Error> {
+    crate::aws::permissions::check("states:GetExecutionHistory")?;
     let mut entries: Vec<TimelineEntry> = Vec::new();
     let mut token = None;
     loop {

@@ -1,0 +1,140 @@
+"""The template's roles against the permissions table (core/src/aws/permissions.json).
+
+For each function of template.yaml, the IAM actions its role grants (managed policies it
+attaches, under any condition, and its inline policies) must:
+- include every action the table lists for that function (the calls check the same table
+  before they are sent, so a call the tests make is one the role grants);
+- be scoped: Resource "*" only for actions that support no resource-level permission
+  (the EC2 Describe calls, Lambda's network interface calls for functions in a VPC);
+- include nothing the table does not list, except read-only Describe calls, the function's
+  own log writes, and KMS use that a condition limits to EC2 or Secrets Manager (they use the
+  keys on the function's behalf).
+Run by `make validate` with the venv's Python (cfn-lint's YAML loader reads the short tags).
+"""
+
+import json
+import sys
+from pathlib import Path
+
+from cfnlint.decode import cfn_yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+# Actions AWS documents as supporting no resource-level permissions, granted on "*".
+UNSCOPABLE = {
+    "ec2:DescribeInstances",
+    "ec2:DescribeVolumes",
+    "ec2:DescribeSnapshots",
+    "ec2:DescribeImages",
+    "ec2:DescribeReplaceRootVolumeTasks",
+    # A job worker answers jobs it is handed: CodePipeline's job actions take no resource.
+    "codepipeline:PutJobSuccessResult",
+    "codepipeline:PutJobFailureResult",
+    # Lambda's network interfaces for functions in a VPC (AWSLambdaVPCAccessExecutionRole).
+    "ec2:CreateNetworkInterface",
+    "ec2:DescribeNetworkInterfaces",
+    "ec2:DescribeSubnets",
+    "ec2:DeleteNetworkInterface",
+    "ec2:AssignPrivateIpAddresses",
+    "ec2:UnassignPrivateIpAddresses",
+}
+# What the Lambda service itself does with the role, not the handler.
+RUNTIME = {"logs:CreateLogStream", "logs:PutLogEvents"} | {
+    a for a in UNSCOPABLE if "NetworkInterface" in a or "Subnets" in a or "PrivateIp" in a
+}
+
+
+def as_list(value):
+    return value if isinstance(value, list) else [value]
+
+
+def branches(value):
+    """A value, or each branch of an Fn::If (AWS::NoValue dropped)."""
+    if isinstance(value, dict) and "Fn::If" in value:
+        out = []
+        for branch in value["Fn::If"][1:]:
+            out.extend(branches(branch))
+        return out
+    if isinstance(value, dict) and value.get("Ref") == "AWS::NoValue":
+        return []
+    return [value]
+
+
+def statements(document):
+    for s in as_list(document.get("Statement", [])):
+        for st in branches(s):
+            if st.get("Effect") == "Allow":
+                yield st
+
+
+def via_service(statement):
+    """True when the statement lets a KMS key be used only through another service."""
+    return "kms:ViaService" in json.dumps(statement.get("Condition", {}))
+
+
+def grants(resources, role):
+    """(action, resources, through a service) the role allows, from its managed and inline
+    policies."""
+    props = role["Properties"]
+    docs = []
+    for arn in as_list(props.get("ManagedPolicyArns", [])):
+        for ref in branches(arn):
+            name = ref.get("Ref") if isinstance(ref, dict) else None
+            if name in resources:
+                docs.append(resources[name]["Properties"]["PolicyDocument"])
+    for policy in as_list(props.get("Policies", [])):
+        docs.append(policy["PolicyDocument"])
+    for doc in docs:
+        for st in statements(doc):
+            for action in as_list(st["Action"]):
+                yield action, as_list(st.get("Resource", [])), via_service(st)
+
+
+def main():
+    template = cfn_yaml.load(str(ROOT / "template.yaml"))
+    table = {
+        k: set(v)
+        for k, v in json.loads((ROOT / "core/src/aws/permissions.json").read_text()).items()
+        if not k.startswith("_")
+    }
+    resources = template["Resources"]
+    problems = []
+    seen = set()
+    for fn in resources.values():
+        if fn["Type"] != "AWS::Serverless::Function":
+            continue
+        binary = fn["Metadata"]["BuildProperties"]["Binary"]
+        name = binary.removeprefix("backstop-")
+        seen.add(name)
+        role_name = fn["Properties"]["Role"]["Fn::GetAtt"][0]
+        granted = {}
+        on_behalf = set()
+        for action, res, through in grants(resources, resources[role_name]):
+            granted.setdefault(action, []).extend(res)
+            if through and action.startswith("kms:"):
+                on_behalf.add(action)
+        wanted = table.get(name)
+        if wanted is None:
+            problems.append(f"{name}: no row in permissions.json")
+            continue
+        for action in sorted(wanted - granted.keys()):
+            problems.append(f"{name}: the code may call {action}, the role does not grant it")
+        for action, res in sorted(granted.items()):
+            if "*" in res and action not in UNSCOPABLE:
+                problems.append(f"{name}: {action} is granted on Resource \"*\"")
+            # KMS keys used by EC2 or Secrets Manager for the function, never called directly.
+            extra = action not in wanted and action not in RUNTIME and action not in on_behalf
+            if extra and not action.split(":")[1].startswith("Describe"):
+                problems.append(f"{name}: the role grants {action}, which no call makes")
+    for name in sorted(table.keys() - seen):
+        problems.append(f"{name}: in permissions.json but not a function of the template")
+    if problems:
+        print("template roles against core/src/aws/permissions.json:", file=sys.stderr)
+        for p in problems:
+            print(f"  - {p}", file=sys.stderr)
+        return 1
+    print(f"IAM: {len(seen)} functions' roles grant exactly what their calls need")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
