@@ -284,13 +284,28 @@ impl RunDocument {
         Ok(doc)
     }
 
-    /// Checks what serde cannot.
+    /// Checks what serde cannot, and keeps the document within the bounds that keep every
+    /// state's payload under Step Functions' 256 KiB (see [`MAX_RUN_DOCUMENT`]).
     pub fn check(&self) -> Result<(), Error> {
         check_segment("application", &self.application)?;
         if self.targets.is_empty() {
             return Err(Error::InvalidInput(
                 "run document: targets must name at least one instance or database".to_string(),
             ));
+        }
+        if self.targets.len() > MAX_TARGETS {
+            return Err(Error::InvalidInput(format!(
+                "run document: {} targets; at most {MAX_TARGETS} (split the application into \
+                 several runs)",
+                self.targets.len()
+            )));
+        }
+        let size = serde_json::to_vec(self).map_or(usize::MAX, |v| v.len());
+        if size > MAX_RUN_DOCUMENT {
+            return Err(Error::InvalidInput(format!(
+                "run document: {size} bytes as JSON; at most {MAX_RUN_DOCUMENT} (it travels with \
+                 every state of the execution)"
+            )));
         }
         for (n, t) in self.targets.iter().enumerate() {
             t.check().map_err(|e| match e {
@@ -335,6 +350,16 @@ impl RunDocument {
         Ok(())
     }
 }
+
+/// The most targets a run may protect: the restore path holds one report per target, each
+/// at most a bounded error (`MAX_ERROR_MESSAGE` of the functions, 4 KiB) or a finished job.
+pub const MAX_TARGETS: usize = 16;
+
+/// The most bytes of a run document as JSON. It travels with every state; with the restore
+/// path's reports (at most [`MAX_TARGETS`] of about 8 KiB) and the bounded cause, the largest
+/// state stays far under Step Functions' 256 KiB, so `States.DataLimitExceeded` (which no Catch
+/// can see) cannot end an execution.
+pub const MAX_RUN_DOCUMENT: usize = 32 * 1024;
 
 impl Target {
     fn check(&self) -> Result<(), Error> {
@@ -395,6 +420,25 @@ impl Target {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_document_too_large_to_travel_through_every_state_is_refused() {
+        let target = json!({"type": "database", "url_env": "SHOP_DB_URL"});
+        let with = |targets: Vec<serde_json::Value>, payload: &str| {
+            RunDocument::from_json(
+                &json!({"application": "shop", "targets": targets,
+                        "deploy": {"type": "lambda", "function_name": "f",
+                                   "payload": {"blob": payload}}})
+                .to_string(),
+            )
+        };
+        assert!(with(vec![target.clone(); MAX_TARGETS], "").is_ok());
+        let e = with(vec![target.clone(); MAX_TARGETS + 1], "").unwrap_err();
+        assert_eq!(e.error_type(), "InvalidInput");
+        assert!(e.to_string().contains("at most 16"), "{e}");
+        let e = with(vec![target], &"x".repeat(MAX_RUN_DOCUMENT)).unwrap_err();
+        assert!(e.to_string().contains("bytes as JSON"), "{e}");
+    }
 
     #[test]
     fn a_minimal_document_gets_the_defaults_and_bad_ones_are_invalid_input() {

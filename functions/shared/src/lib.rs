@@ -21,9 +21,10 @@ pub struct Failure(pub Error);
 
 /// The most characters an error message takes as JSON: Step Functions hands a failed
 /// function's `{"errorType", "errorMessage"}` on as the cause a Catch passes to the next state
-/// and a Fail state ends the execution with, and a cause is at most 32,768 characters
-/// (`backstop_core::model::job::MAX_CAUSE`); this leaves room for the rest of that JSON.
-pub const MAX_ERROR_MESSAGE: usize = 16_384;
+/// (the restore path keeps one per target) and a Fail state ends the execution with; a cause
+/// is at most 32,768 characters (`backstop_core::model::job::MAX_CAUSE`), and a state's payload
+/// at most 256 KiB with up to `MAX_TARGETS` of them.
+pub const MAX_ERROR_MESSAGE: usize = 4_096;
 
 impl From<Failure> for Diagnostic {
     fn from(f: Failure) -> Diagnostic {
