@@ -92,14 +92,14 @@ pub struct ExecutionTrail {
     pub input: Option<String>,
 }
 
-/// The trail of execution `execution_arn`, read from its history a page of 1,000 events at a
-/// time.
-pub async fn execution_trail(
+/// Every event of execution `execution_arn`'s history, oldest first, read a page of 1,000
+/// events at a time.
+pub async fn history(
     sfn: &aws_sdk_sfn::Client,
     execution_arn: &str,
-) -> Result<ExecutionTrail, Error> {
+) -> Result<Vec<aws_sdk_sfn::types::HistoryEvent>, Error> {
     crate::aws::permissions::check("states:GetExecutionHistory")?;
-    let mut trail = ExecutionTrail::default();
+    let mut events = Vec::new();
     let mut token = None;
     loop {
         let page = sfn
@@ -110,18 +110,28 @@ pub async fn execution_trail(
             .send()
             .await
             .map_err(|e| sfn_error(sfn, "GetExecutionHistory", e))?;
-        for e in page.events() {
-            if let Some(d) = e.state_entered_event_details() {
-                trail.entered.push(d.name().to_string());
-            } else if let Some(d) = e.execution_started_event_details() {
-                trail.input = d.input().map(str::to_string);
-            }
-        }
         token = page.next_token().map(str::to_string);
+        events.extend(page.events);
         if token.is_none() {
-            return Ok(trail);
+            return Ok(events);
         }
     }
+}
+
+/// The trail of execution `execution_arn`, from its history.
+pub async fn execution_trail(
+    sfn: &aws_sdk_sfn::Client,
+    execution_arn: &str,
+) -> Result<ExecutionTrail, Error> {
+    let mut trail = ExecutionTrail::default();
+    for e in history(sfn, execution_arn).await? {
+        if let Some(d) = e.state_entered_event_details() {
+            trail.entered.push(d.name().to_string());
+        } else if let Some(d) = e.execution_started_event_details() {
+            trail.input = d.input().map(str::to_string);
+        }
+    }
+    Ok(trail)
 }
 
 /// `StepFunctionsError` naming the operation, with the service's code and message and the

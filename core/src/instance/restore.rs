@@ -232,14 +232,7 @@ async fn swap_step(
                 step.done = true;
                 step.phase = RestorePhase::Completed;
             }
-            InstanceStateName::Stopped => {
-                ec2.call("StartInstances", |c| {
-                    c.start_instances().instance_ids(id).send()
-                })
-                .await?;
-                step.actions.push(format!("StartInstances {id}"));
-                step.phase = RestorePhase::StartingInstance;
-            }
+            InstanceStateName::Stopped => start_instance(ec2, id, &mut step).await?,
             other => step.phase = RestorePhase::WaitingToRun(other.clone()),
         }
         return Ok(step);
@@ -429,6 +422,17 @@ async fn replaced_volumes(
         .collect())
 }
 
+/// Starts the stopped instance `id`, recording it in `step`.
+async fn start_instance(ec2: &Ec2, id: &str, step: &mut RestoreStep) -> Result<(), Error> {
+    ec2.call("StartInstances", |c| {
+        c.start_instances().instance_ids(id).send()
+    })
+    .await?;
+    step.actions.push(format!("StartInstances {id}"));
+    step.phase = RestorePhase::StartingInstance;
+    Ok(())
+}
+
 async fn replace_root_step(
     ec2: &Ec2,
     r: &InstanceRestore<'_>,
@@ -457,12 +461,7 @@ async fn replace_root_step(
             match &instance.state {
                 InstanceStateName::Running => {}
                 InstanceStateName::Stopped => {
-                    ec2.call("StartInstances", |c| {
-                        c.start_instances().instance_ids(id).send()
-                    })
-                    .await?;
-                    step.actions.push(format!("StartInstances {id}"));
-                    step.phase = RestorePhase::StartingInstance;
+                    start_instance(ec2, id, &mut step).await?;
                     return Ok(step);
                 }
                 InstanceStateName::Pending | InstanceStateName::Stopping => {

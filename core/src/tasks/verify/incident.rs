@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 
 use crate::aws::ec2::{Ec2, TAG_FAILED_STATE_OF, TAG_REPLACED_IN};
 use crate::aws::events::{EventDetail, Outcome};
-use crate::aws::sfn::sfn_error;
+use crate::aws::sfn::history;
 use crate::catalog::Catalog;
 use crate::context::Context;
 use crate::error::Error;
@@ -236,40 +236,25 @@ fn span(timeline: &[TimelineEntry], from: &str, to: &str) -> Option<f64> {
 /// The execution's states in the order first entered, each with its first entry, last exit
 /// and how many times it was entered.
 async fn timeline(sfn: &aws_sdk_sfn::Client, arn: &str) -> Result<Vec<TimelineEntry>, Error> {
-    crate::aws::permissions::check("states:GetExecutionHistory")?;
     let mut entries: Vec<TimelineEntry> = Vec::new();
-    let mut token = None;
-    loop {
-        let page = sfn
-            .get_execution_history()
-            .execution_arn(arn)
-            .max_results(1000)
-            .set_next_token(token)
-            .send()
-            .await
-            .map_err(|e| sfn_error(sfn, "GetExecutionHistory", e))?;
-        for e in page.events() {
-            let at = OffsetDateTime::from_unix_timestamp_nanos(e.timestamp().as_nanos())
-                .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-            if let Some(d) = e.state_entered_event_details() {
-                match entries.iter_mut().find(|x| x.state == d.name()) {
-                    Some(x) => x.times += 1,
-                    None => entries.push(TimelineEntry {
-                        state: d.name().to_string(),
-                        entered_at: at,
-                        exited_at: None,
-                        times: 1,
-                    }),
-                }
-            } else if let Some(d) = e.state_exited_event_details() {
-                if let Some(x) = entries.iter_mut().find(|x| x.state == d.name()) {
-                    x.exited_at = Some(at);
-                }
+    for e in history(sfn, arn).await? {
+        let at = OffsetDateTime::from_unix_timestamp_nanos(e.timestamp().as_nanos())
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        if let Some(d) = e.state_entered_event_details() {
+            match entries.iter_mut().find(|x| x.state == d.name()) {
+                Some(x) => x.times += 1,
+                None => entries.push(TimelineEntry {
+                    state: d.name().to_string(),
+                    entered_at: at,
+                    exited_at: None,
+                    times: 1,
+                }),
+            }
+        } else if let Some(d) = e.state_exited_event_details() {
+            if let Some(x) = entries.iter_mut().find(|x| x.state == d.name()) {
+                x.exited_at = Some(at);
             }
         }
-        token = page.next_token().map(str::to_string);
-        if token.is_none() {
-            return Ok(entries);
-        }
     }
+    Ok(entries)
 }
