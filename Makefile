@@ -1,7 +1,8 @@
 # Backstop's one task runner: the README and CI call these targets.
 #   make demo   installs what is missing, then runs a protected deploy on the local default
 #   make test   installs what is missing, then runs every test, linter and validator
-#   make validate  the SAM template and the state machine, offline (part of make test)
+#   make validate  the SAM template, the state machine and the roles, offline (part of make test)
+#   make test-deployed  the deployed stack run on ministack (part of make test)
 #   make bench  the benchmarks (throughput ratios, peak RSS, state transitions)
 
 SHELL := /bin/bash
@@ -17,7 +18,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 # crates (`make demo` after `make test`, or the reverse, rebuilds none of them).
 DEV_BUILD := $(CARGO) build --workspace --bins --examples
 
-.PHONY: setup postgres venv build sam-build validate demo test lint unit bench bench-transitions clean
+.PHONY: setup postgres venv venv-deployed build sam-build validate demo test test-deployed lint unit bench bench-transitions clean
 
 setup: postgres venv
 
@@ -29,6 +30,20 @@ postgres:
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
 			postgresql postgresql-contrib util-linux; \
 	fi
+
+# The deployed-stack run's emulator (ministack, with the SAM transform) and its awscli, pinned,
+# in a venv of their own: ministack pins a botocore that moto's does not agree with.
+DEPLOYED_VENV := .venv-deployed
+DEPLOYED_REQS := tests/deployed/requirements.txt
+DEPLOYED_STAMP := $(DEPLOYED_VENV)/.installed-$(shell sha256sum $(DEPLOYED_REQS) 2>/dev/null | cut -c1-16)
+
+venv-deployed: $(DEPLOYED_STAMP)
+
+$(DEPLOYED_STAMP): $(DEPLOYED_REQS)
+	python3 -m venv $(DEPLOYED_VENV)
+	$(DEPLOYED_VENV)/bin/pip install -q --disable-pip-version-check -r $(DEPLOYED_REQS)
+	rm -f $(DEPLOYED_VENV)/.installed-*
+	touch $@
 
 # moto server, awscli and the SAM tools, pinned, in .venv.
 venv: $(VENV_STAMP)
@@ -69,6 +84,15 @@ lint:
 
 test: setup lint validate
 	$(CARGO) test --workspace --all-targets
+	$(MAKE) test-deployed
+
+# The deployed stack run for real: template.yaml deployed by ministack's CloudFormation with the
+# SAM transform, the functions' real bootstrap binaries (x86_64 debug builds) under its Lambda
+# Runtime API with IAM enforced, a passing and a restored failing deploy through the deployed
+# state machine against a throwaway PostgreSQL, and each function's cold init measured.
+test-deployed: postgres venv-deployed
+	$(DEV_BUILD)
+	$(DEPLOYED_VENV)/bin/python tests/deployed/run_deployed.py --repo $(CURDIR)
 
 bench: setup bench-transitions
 	$(CARGO) build --release --bin backstop
@@ -83,4 +107,4 @@ bench-transitions: setup
 
 clean:
 	$(CARGO) clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(DEPLOYED_VENV)
