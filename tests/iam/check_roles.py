@@ -9,6 +9,9 @@ attaches, under any condition, and its inline policies) must:
 - include nothing the table does not list, except read-only Describe calls, the function's
   own log writes, and KMS use that a condition limits to EC2 or Secrets Manager (they use the
   keys on the function's behalf).
+And: a function that makes, attaches or starts with EBS volumes gets the EBS keys' policy, one
+that reads secrets gets their keys' decrypt through Secrets Manager, and with VpcEndpoints=create
+every service an in-VPC function calls has a VPC endpoint.
 Run by `make validate` with the venv's Python (cfn-lint's YAML loader reads the short tags).
 """
 
@@ -89,6 +92,71 @@ def grants(resources, role):
                 yield action, as_list(st.get("Resource", [])), via_service(st)
 
 
+def managed_policies(role):
+    """The names of the template's managed policies a role attaches, under any condition."""
+    names = set()
+    for arn in as_list(role["Properties"].get("ManagedPolicyArns", [])):
+        for ref in branches(arn):
+            if isinstance(ref, dict) and "Ref" in ref:
+                names.add(ref["Ref"])
+    return names
+
+
+def functions_of(resources):
+    """(function name, its resource, its role resource) for each function of the template."""
+    for fn in resources.values():
+        if fn["Type"] == "AWS::Serverless::Function":
+            name = fn["Metadata"]["BuildProperties"]["Binary"].removeprefix("backstop-")
+            yield name, fn, resources[fn["Properties"]["Role"]["Fn::GetAtt"][0]]
+
+
+def kms_problems(resources, table):
+    """A function that makes volumes from snapshots, attaches them or starts an instance with
+    them needs the EBS keys (EbsKmsPolicy); one that reads secrets needs their keys, through
+    Secrets Manager only (DatabaseSecretsPolicy's DecryptDatabaseSecrets)."""
+    problems = []
+    ebs = {"ec2:CreateVolume", "ec2:AttachVolume", "ec2:StartInstances"}
+    for name, _, role in functions_of(resources):
+        row = table.get(name, set())
+        attached = managed_policies(role)
+        if row & ebs and "EbsKmsPolicy" not in attached:
+            problems.append(f"{name}: uses EBS volumes ({sorted(row & ebs)}) without EbsKmsPolicy")
+        if "secretsmanager:GetSecretValue" in row and "DatabaseSecretsPolicy" not in attached:
+            problems.append(f"{name}: reads secrets without DatabaseSecretsPolicy")
+    document = resources["DatabaseSecretsPolicy"]["Properties"]["PolicyDocument"]
+    decrypt = [st for st in statements(document) if "kms:Decrypt" in as_list(st["Action"])]
+    if not decrypt or not all("secretsmanager." in json.dumps(st.get("Condition")) for st in decrypt):
+        problems.append("DatabaseSecretsPolicy: no kms:Decrypt limited to Secrets Manager")
+    return problems
+
+
+# The VPC endpoint service of each IAM service prefix the in-VPC functions call.
+ENDPOINT_SERVICE = {
+    "s3": "s3",
+    "ec2": "ec2",
+    "secretsmanager": "secretsmanager",
+    "cloudwatch": "monitoring",
+    "events": "events",
+    "states": "states",
+}
+
+
+def endpoint_problems(resources, table):
+    """With VpcEndpoints=create, every service an in-VPC function calls has an endpoint."""
+    wanted = set()
+    for name, fn, _ in functions_of(resources):
+        if "VpcConfig" in fn["Properties"]:
+            wanted |= {a.split(":")[0] for a in table.get(name, set())}
+    made = set()
+    for r in resources.values():
+        if r["Type"] == "AWS::EC2::VPCEndpoint" and r.get("Condition") == "CreateVpcEndpoints":
+            name = r["Properties"]["ServiceName"]
+            name = name.get("Fn::Sub", "") if isinstance(name, dict) else name
+            made |= {p for p, e in ENDPOINT_SERVICE.items() if name.rsplit(".", 1)[-1] == e}
+    return [f"the in-VPC functions call {service}, which VpcEndpoints=create gives no endpoint"
+            for service in sorted(wanted - made)]
+
+
 def main():
     template = cfn_yaml.load(str(ROOT / "template.yaml"))
     table = {
@@ -127,6 +195,8 @@ def main():
                 problems.append(f"{name}: the role grants {action}, which no call makes")
     for name in sorted(table.keys() - seen):
         problems.append(f"{name}: in permissions.json but not a function of the template")
+    problems += kms_problems(resources, table)
+    problems += endpoint_problems(resources, table)
     if problems:
         print("template roles against core/src/aws/permissions.json:", file=sys.stderr)
         for p in problems:
