@@ -208,7 +208,7 @@ async fn left_databases(
             } else {
                 policy.max_age
             };
-            if (now - created_at).whole_seconds() >= min_age.as_secs() as i64 {
+            if at_least(now - created_at, min_age) {
                 found.push(LeftDatabase {
                     server: server.clone(),
                     database: name.to_string(),
@@ -253,6 +253,12 @@ pub fn left_by_backstop(name: &str, targets: &[String]) -> Option<(&'static str,
     let (ts, n) = rest.split_once('_')?;
     let at = parse_timestamp(ts)?;
     (n.len() == 4 && n.chars().all(|c| c.is_ascii_hexdigit())).then_some(("drill scratch", at))
+}
+
+/// Whether `age` is at least `min_age`, for any `min_age` however large (a policy of "forever"
+/// never makes anything old enough) and any age (one in the future is not old).
+fn at_least(age: time::Duration, min_age: Duration) -> bool {
+    u64::try_from(age.whole_seconds()).is_ok_and(|secs| secs >= min_age.as_secs())
 }
 
 /// `YYYYMMDDHHMMSS` (UTC), as `restore::timestamp` writes it.
@@ -320,7 +326,7 @@ async fn tagged_available(
         .filter(|v| {
             v.create_time()
                 .and_then(|t| OffsetDateTime::from_unix_timestamp(t.secs()).ok())
-                .map(|t| (now - t).whole_seconds() >= min_age.as_secs() as i64)
+                .map(|t| at_least(now - t, min_age))
                 .unwrap_or(false)
         })
         .filter_map(|v| v.volume_id().map(str::to_string))
@@ -421,6 +427,26 @@ async fn delete_ec2_artifacts(ec2: &Ec2, backup_id: &str) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_age_keeps_everything_instead_of_wrapping_into_deleting_it() {
+        let day = time::Duration::days(1);
+        assert!(at_least(day, Duration::from_secs(86_400)));
+        assert!(!at_least(day, Duration::from_secs(86_401)));
+        // "Forever": u64::MAX seconds (what a huge max_age_days saturates to) as i64 is -1.
+        assert!(!at_least(
+            time::Duration::days(365 * 100),
+            Duration::from_secs(u64::MAX)
+        ));
+        assert!(!at_least(
+            time::Duration::days(365 * 100),
+            Duration::from_secs(1 << 63)
+        ));
+        assert!(
+            !at_least(-day, Duration::ZERO),
+            "an age in the future is not old"
+        );
+    }
 
     #[test]
     fn only_what_backstop_names_is_left_by_it() {
