@@ -13,6 +13,7 @@
 //! Each limit cites the page that documents it.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::RangeInclusive;
 use std::sync::Mutex;
 
 use serde_json::Value;
@@ -282,6 +283,14 @@ impl Found {
         });
     }
 
+    /// `value`'s length in characters must lie in `allowed`; `limit` says what allows it.
+    fn length(&mut self, what: &str, value: &str, allowed: RangeInclusive<usize>, limit: &str) {
+        let n = value.chars().count();
+        if !allowed.contains(&n) {
+            self.broke(format!("{what} is {n} characters; {limit}"));
+        }
+    }
+
     fn op(&self) -> &str {
         self.operation.split_once(':').map_or("", |(_, op)| op)
     }
@@ -470,47 +479,43 @@ fn check_json(found: &mut Found, body: &Value) {
             // "Minimum length of 1. Maximum length of 1500."
             let details = &body["failureDetails"];
             let message = details["message"].as_str().unwrap_or_default();
-            let n = message.chars().count();
-            if !(1..=5000).contains(&n) {
-                found.broke(format!(
-                    "failureDetails.message is {n} characters; CodePipeline allows 1-5000 \
-                     (API_FailureDetails.html)"
-                ));
-            }
+            found.length(
+                "failureDetails.message",
+                message,
+                1..=5000,
+                "CodePipeline allows 1-5000 (API_FailureDetails.html)",
+            );
             check_external_id(found, details.get("externalExecutionId"));
         }
         "codepipeline:PutJobSuccessResult" => {
             // https://docs.aws.amazon.com/codepipeline/latest/APIReference/API_ExecutionDetails.html
             // summary: "Minimum length of 1. Maximum length of 2048."
             let details = &body["executionDetails"];
-            if let Some(s) = details["summary"].as_str() {
-                let n = s.chars().count();
-                if !(1..=2048).contains(&n) {
-                    found.broke(format!(
-                        "executionDetails.summary is {n} characters; CodePipeline allows 1-2048 \
-                         (API_ExecutionDetails.html)"
-                    ));
-                }
+            if let Some(summary) = details["summary"].as_str() {
+                found.length(
+                    "executionDetails.summary",
+                    summary,
+                    1..=2048,
+                    "CodePipeline allows 1-2048 (API_ExecutionDetails.html)",
+                );
             }
             check_external_id(found, details.get("externalExecutionId"));
             // https://docs.aws.amazon.com/codepipeline/latest/APIReference/API_PutJobSuccessResult.html
             // continuationToken: "Maximum length of 2048."
-            if let Some(t) = text("continuationToken").filter(|t| t.chars().count() > 2048) {
-                found.broke(format!(
-                    "continuationToken is {} characters; CodePipeline allows 2048",
-                    t.chars().count()
-                ));
+            if let Some(token) = text("continuationToken") {
+                found.length(
+                    "continuationToken",
+                    token,
+                    0..=2048,
+                    "CodePipeline allows 2048",
+                );
             }
         }
         "secretsmanager:GetSecretValue" | "secretsmanager:DescribeSecret" => {
             // https://docs.aws.amazon.com/secretsmanager/latest/apireference/API_GetSecretValue.html
             // SecretId: "Minimum length of 1. Maximum length of 2048."
-            let n = text("SecretId").map_or(0, |s| s.chars().count());
-            if !(1..=2048).contains(&n) {
-                found.broke(format!(
-                    "SecretId is {n} characters; Secrets Manager allows 1-2048"
-                ));
-            }
+            let id = text("SecretId").unwrap_or_default();
+            found.length("SecretId", id, 1..=2048, "Secrets Manager allows 1-2048");
         }
         _ => {}
     }
@@ -518,12 +523,12 @@ fn check_json(found: &mut Found, body: &Value) {
 
 fn check_external_id(found: &mut Found, id: Option<&Value>) {
     if let Some(id) = id.and_then(Value::as_str) {
-        let n = id.chars().count();
-        if !(1..=1500).contains(&n) {
-            found.broke(format!(
-                "externalExecutionId is {n} characters; CodePipeline allows 1-1500"
-            ));
-        }
+        found.length(
+            "externalExecutionId",
+            id,
+            1..=1500,
+            "CodePipeline allows 1-1500",
+        );
     }
 }
 
