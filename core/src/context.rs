@@ -76,6 +76,13 @@ fn parsed<T: std::str::FromStr>(name: &str, default: T) -> Result<T, Error> {
 }
 
 impl Config {
+    /// The protect state machine; `InvalidInput` naming its variable when it is not set.
+    pub fn state_machine(&self) -> Result<&str, Error> {
+        self.state_machine_arn
+            .as_deref()
+            .ok_or_else(|| Error::InvalidInput("BACKSTOP_STATE_MACHINE_ARN is not set".to_string()))
+    }
+
     /// A configuration of the catalog at `bucket`/`prefix`, everything else at its default.
     pub fn new(bucket: &str, prefix: &str) -> Config {
         Config {

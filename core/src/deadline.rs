@@ -30,6 +30,16 @@ pub fn remaining() -> Option<Duration> {
         .ok()
 }
 
+/// `limit`, shortened to end `reserve` before the deadline of the work this is called from
+/// (zero when that is already past); `None` when neither bounds it.
+pub fn limit(limit: Option<Duration>, reserve: Duration) -> Option<Duration> {
+    let by_deadline = remaining().map(|left| left.saturating_sub(reserve));
+    match (limit, by_deadline) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -45,6 +55,22 @@ mod tests {
         assert!(left > Duration::from_secs(55) && left <= Duration::from_secs(60));
         let past = within(Instant::now(), async { remaining() }).await;
         assert_eq!(past, Some(Duration::ZERO));
+    }
+
+    #[tokio::test]
+    async fn a_limit_ends_its_reserve_before_the_deadline() {
+        let minute = Duration::from_secs(60);
+        assert_eq!(limit(None, minute), None);
+        assert_eq!(limit(Some(minute), minute), Some(minute));
+        let near = within(Instant::now() + Duration::from_secs(90), async {
+            (
+                limit(Some(Duration::from_secs(600)), minute),
+                limit(None, Duration::from_secs(120)),
+            )
+        })
+        .await;
+        assert!(near.0.unwrap() <= Duration::from_secs(30), "{near:?}");
+        assert_eq!(near.1, Some(Duration::ZERO));
     }
 
     #[test]

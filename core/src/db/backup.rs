@@ -314,11 +314,7 @@ pub async fn run_bounded<T>(
     cancel: impl Future<Output = ()>,
     work: impl Future<Output = Result<T, Error>>,
 ) -> Result<T, Error> {
-    let by_deadline = crate::deadline::remaining().map(|left| left.saturating_sub(CLEANUP_RESERVE));
-    let timeout = match (timeout, by_deadline) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
+    let timeout = crate::deadline::limit(timeout, CLEANUP_RESERVE);
     if timeout == Some(Duration::ZERO) {
         return Err(Error::TimedOut {
             operation: format!("{operation} (not started: too close to the deadline)"),

@@ -250,11 +250,9 @@ async fn drill_backup(
                 continue;
             };
             // The wait fits the function: it ends with time left to delete the volume.
-            let wait = match crate::deadline::remaining() {
-                Some(left) => Duration::from_secs(task.volume_wait_seconds)
-                    .min(left.saturating_sub(VOLUME_RESERVE)),
-                None => Duration::from_secs(task.volume_wait_seconds),
-            };
+            let configured = Duration::from_secs(task.volume_wait_seconds);
+            let wait =
+                crate::deadline::limit(Some(configured), VOLUME_RESERVE).unwrap_or(configured);
             if wait.is_zero() {
                 report.volumes.push(VolumeDrill {
                     instance_id: instance.instance_id.clone(),

@@ -67,9 +67,6 @@ pub struct ExecutionDetail {
     pub cause: Option<String>,
 }
 
-/// EventBridge's envelope around an execution status change.
-pub type ExecutionEvent = EventBridgeEvent<ExecutionDetail>;
-
 /// Either event guard takes, told apart by source and detail-type.
 pub type GuardEvent = EventBridgeEvent<serde_json::Value>;
 
@@ -158,10 +155,9 @@ pub const STAGE_FAILED: &str = "PipelineStageFailed";
 /// Acts on one event: a failed guarded stage, or a protect execution that ended after its
 /// deploy began without restoring (see the module's documentation).
 pub async fn handle(ctx: &Context, event: GuardEvent) -> Result<GuardOutcome, Error> {
-    let detail = event.detail.clone();
     match (event.source.as_str(), event.detail_type.as_str()) {
         ("aws.states", EXECUTION_EVENT) => {
-            let detail: ExecutionDetail = serde_json::from_value(detail)
+            let detail: ExecutionDetail = serde_json::from_value(event.detail)
                 .map_err(|e| Error::InvalidInput(format!("the execution event's detail: {e}")))?;
             handle_execution(ctx, detail).await
         }
@@ -194,10 +190,7 @@ pub async fn handle_stage(ctx: &Context, event: StageEvent) -> Result<GuardOutco
             ),
         });
     }
-    let state_machine =
-        ctx.config.state_machine_arn.as_deref().ok_or_else(|| {
-            Error::InvalidInput("BACKSTOP_STATE_MACHINE_ARN is not set".to_string())
-        })?;
+    let state_machine = ctx.config.state_machine()?;
     let Some((manifest, run)) = ctx
         .catalog()
         .find_by_pipeline_execution(&stage.execution_id)
@@ -240,10 +233,7 @@ pub async fn handle_execution(
     execution: ExecutionDetail,
 ) -> Result<GuardOutcome, Error> {
     let ignored = |reason: String| Ok(GuardOutcome::Ignored { reason });
-    let state_machine =
-        ctx.config.state_machine_arn.as_deref().ok_or_else(|| {
-            Error::InvalidInput("BACKSTOP_STATE_MACHINE_ARN is not set".to_string())
-        })?;
+    let state_machine = ctx.config.state_machine()?;
     if !matches!(
         execution.status.as_str(),
         "FAILED" | "TIMED_OUT" | "ABORTED"
