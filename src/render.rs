@@ -18,11 +18,37 @@ use serde::Serialize;
 
 use crate::cli::ec2::InstanceStatus;
 
+/// `println!` for people: the line with every control character (a terminal escape in a
+/// database or instance name, say) shown as `\u{..}`, so that no name can redraw the
+/// terminal.
+macro_rules! say {
+    () => { println!() };
+    ($($arg:tt)*) => { println!("{}", printable(&format!($($arg)*))) };
+}
+
+/// `eprintln!` for people, as [`say!`].
+macro_rules! say_err {
+    ($($arg:tt)*) => { eprintln!("{}", printable(&format!($($arg)*))) };
+}
+
+/// `text` with every control character written as `\u{..}`.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                format!("\\u{{{:x}}}", c as u32)
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// Pretty JSON on stdout.
 pub fn json<T: Serialize>(value: &T) {
     match serde_json::to_string_pretty(value) {
-        Ok(s) => println!("{s}"),
-        Err(e) => eprintln!("error: cannot serialise the output: {e}"),
+        Ok(s) => println!("{s}"), // JSON escapes control characters
+        Err(e) => say_err!("error: cannot serialise the output: {e}"),
     }
 }
 
@@ -30,9 +56,9 @@ pub fn json<T: Serialize>(value: &T) {
 pub fn failure(json: bool, e: &Error) -> ExitCode {
     if json {
         let body = serde_json::json!({"error": {"type": e.error_type(), "message": e.to_string()}});
-        println!("{body}");
+        println!("{body}"); // JSON escapes control characters
     } else {
-        eprintln!("error: {}: {e}", e.error_type());
+        say_err!("error: {}: {e}", e.error_type());
     }
     ExitCode::FAILURE
 }
@@ -44,16 +70,19 @@ pub fn verified(report: &VerifyReport) {
             Some(n) => format!(", restore test: {n} tables match the manifest"),
             None => String::new(),
         };
-        println!(
+        say!(
             "{} {}: {} bytes, SHA-256 matches, {} archive entries{test}",
-            report.backup_id, d.database, d.bytes, d.archive_entries
+            report.backup_id,
+            d.database,
+            d.bytes,
+            d.archive_entries
         );
     }
 }
 
 /// `db restore`: what was restored and where the previous state is.
 pub fn restored(report: &RestoreReport) {
-    println!(
+    say!(
         "restored backup {} into {} ({} tables, row counts match the manifest) in {:.1} s",
         report.backup_id,
         report.database,
@@ -61,13 +90,13 @@ pub fn restored(report: &RestoreReport) {
         report.seconds
     );
     if let Some(kept) = &report.failed_state_database {
-        println!("the previous state is kept as database {kept}");
+        say!("the previous state is kept as database {kept}");
     }
     if let Some(id) = &report.forensic_backup_id {
-        println!("the previous state was dumped first as backup {id}");
+        say!("the previous state was dumped first as backup {id}");
     }
     if !report.tables_not_in_backup.is_empty() {
-        println!(
+        say!(
             "left in place (not in the backup): {}",
             report.tables_not_in_backup.join(", ")
         );
@@ -92,27 +121,27 @@ pub fn instance_statuses(statuses: &[InstanceStatus]) {
                 progress,
                 next_wait_seconds,
                 detail,
-            } => println!(
+            } => say!(
                 "{} PENDING {progress}% ({detail}); poll again in {next_wait_seconds} s",
                 s.instance_id
             ),
-            JobStatus::Failed { reason } => println!("{} FAILED: {reason}", s.instance_id),
+            JobStatus::Failed { reason } => say!("{} FAILED: {reason}", s.instance_id),
             JobStatus::TimedOut { waited_seconds } => {
-                println!("{} TIMED_OUT after {waited_seconds} s", s.instance_id)
+                say!("{} TIMED_OUT after {waited_seconds} s", s.instance_id)
             }
-            JobStatus::Completed => println!("{} COMPLETED", s.instance_id),
+            JobStatus::Completed => say!("{} COMPLETED", s.instance_id),
         }
     }
 }
 
 /// `ec2 restore`: one instance put back.
 pub fn instance_restored(step: &RestoreStep, backup_id: &str, mode: InstanceRestoreMode) {
-    println!(
+    say!(
         "restored {} from backup {backup_id} ({mode})",
         step.instance_id
     );
     for v in &step.volumes {
-        println!(
+        say!(
             "  {} now {} from {}; the replaced volume {} is kept",
             v.device,
             v.volume_id,
@@ -121,18 +150,21 @@ pub fn instance_restored(step: &RestoreStep, backup_id: &str, mode: InstanceRest
         );
     }
     if let Some(task) = &step.replace_root_task_id {
-        println!("  root volume replaced by task {task}; the old root is kept");
+        say!("  root volume replaced by task {task}; the old root is kept");
     }
 }
 
 /// `incidents list`: one line per report.
 pub fn incidents(reports: &[IncidentReport]) {
-    println!(
+    say!(
         "{:<20} {:<32} {:<14} {:<12} ORIGINAL ERROR",
-        "WRITTEN", "BACKUP", "OUTCOME", "DEPLOYED"
+        "WRITTEN",
+        "BACKUP",
+        "OUTCOME",
+        "DEPLOYED"
     );
     for r in reports {
-        println!(
+        say!(
             "{:<20} {:<32} {:<14} {:<12} {}",
             rfc3339(r.written_at).chars().take(19).collect::<String>(),
             r.backup_id,
@@ -146,27 +178,36 @@ pub fn incidents(reports: &[IncidentReport]) {
 /// `prune`: the plan, one line per backup, volume and database, then the totals.
 pub fn prune_plan(plan: &Plan, dry_run: bool) {
     for d in &plan.backups {
-        println!(
+        say!(
             "{:<6} {:<16} {:<32} {}",
-            d.action, d.application, d.backup_id, d.reason
+            d.action,
+            d.application,
+            d.backup_id,
+            d.reason
         );
     }
     for v in &plan.volumes {
-        println!(
+        say!(
             "{:<6} {:<16} {:<32} a replaced volume older than the policy",
-            "prune", "-", v
+            "prune",
+            "-",
+            v
         );
     }
     for d in &plan.databases {
-        println!(
+        say!(
             "{:<6} {:<16} {:<32} a {} database on {} older than the policy",
-            "prune", "-", d.database, d.kind, d.server
+            "prune",
+            "-",
+            d.database,
+            d.kind,
+            d.server
         );
     }
     for s in &plan.servers_skipped {
-        println!("{:<6} {:<16} {:<32} not searched: {s}", "skip", "-", "-");
+        say!("{:<6} {:<16} {:<32} not searched: {s}", "skip", "-", "-");
     }
-    println!(
+    say!(
         "{} backup(s), {} volume(s) and {} database(s) {}",
         plan.to_prune().count(),
         plan.volumes.len(),
@@ -182,9 +223,9 @@ pub fn prune_plan(plan: &Plan, dry_run: bool) {
 /// `drill`: each application's summary and where its report is.
 pub fn drills(reports: &[DrillReport]) {
     for r in reports {
-        println!("{:<16} {}", r.application, r.summary());
+        say!("{:<16} {}", r.application, r.summary());
         if !r.report_key.is_empty() {
-            println!("{:<16} report: {}", "", r.report_key);
+            say!("{:<16} report: {}", "", r.report_key);
         }
     }
 }
@@ -212,9 +253,15 @@ fn rfc3339(t: time::OffsetDateTime) -> String {
 
 /// The backups, one line each.
 pub fn backups(manifests: &[Manifest]) {
-    println!(
+    say!(
         "{:<28} {:<22} {:<16} {:<14} {:>12} {:<24} {:<10}",
-        "ID", "STARTED", "APPLICATION", "VERSION", "SIZE", "CONTENTS", "STATE"
+        "ID",
+        "STARTED",
+        "APPLICATION",
+        "VERSION",
+        "SIZE",
+        "CONTENTS",
+        "STATE"
     );
     for m in manifests {
         let kind = match &m.purpose {
@@ -227,7 +274,7 @@ pub fn backups(manifests: &[Manifest]) {
             .map(|(n, what)| format!("{n} {what}{}", if *n == 1 { "" } else { "s" }))
             .collect::<Vec<_>>()
             .join(", ");
-        println!(
+        say!(
             "{:<28} {:<22} {:<16} {:<14} {:>12} {:<24} {}{kind}",
             m.backup_id,
             rfc3339(m.started_at),
@@ -242,36 +289,40 @@ pub fn backups(manifests: &[Manifest]) {
 
 /// One manifest, field by field.
 pub fn manifest(m: &Manifest) {
-    println!("backup       {}", m.backup_id);
-    println!("application  {}", m.application);
-    println!("version      {}", m.app_version.as_deref().unwrap_or("-"));
-    println!("state        {}", m.state);
-    println!("started      {}", rfc3339(m.started_at));
-    println!("finished     {}", rfc3339(m.finished_at));
+    say!("backup       {}", m.backup_id);
+    say!("application  {}", m.application);
+    say!("version      {}", m.app_version.as_deref().unwrap_or("-"));
+    say!("state        {}", m.state);
+    say!("started      {}", rfc3339(m.started_at));
+    say!("finished     {}", rfc3339(m.finished_at));
     if let Purpose::Forensic { restore_of } = &m.purpose {
-        println!("forensic     state before restoring {restore_of}");
+        say!("forensic     state before restoring {restore_of}");
     }
     if let Some(e) = &m.error {
-        println!("error        {e}");
+        say!("error        {e}");
     }
     for d in &m.databases {
-        println!(
+        say!(
             "database     {} on {} (PostgreSQL {}, pg_dump {}, {})",
-            d.database, d.server, d.server_version, d.pg_dump_version, d.compression
+            d.database,
+            d.server,
+            d.server_version,
+            d.pg_dump_version,
+            d.compression
         );
-        println!(
+        say!(
             "  artifact   s3://…/{} {} in {} parts",
             d.artifact.key,
             human_bytes(d.artifact.bytes),
             d.artifact.parts
         );
-        println!("  sha256     {}", d.artifact.sha256);
+        say!("  sha256     {}", d.artifact.sha256);
         for t in &d.tables {
-            println!("  table      {}.{}: {} rows", t.schema, t.table, t.rows);
+            say!("  table      {}.{}: {} rows", t.schema, t.table, t.rows);
         }
     }
     for i in &m.instances {
-        println!(
+        say!(
             "instance     {} in {} ({}{}), {}",
             i.instance_id,
             i.availability_zone,
@@ -283,10 +334,10 @@ pub fn manifest(m: &Manifest) {
             i.state
         );
         if let Some(e) = &i.error {
-            println!("  error      {e}");
+            say!("  error      {e}");
         }
         for v in &i.volumes {
-            println!(
+            say!(
                 "  volume     {}{} {} {} GiB {}{}{}{} → {}",
                 v.device,
                 if v.boot { " (boot)" } else { "" },
@@ -308,5 +359,16 @@ pub fn manifest(m: &Manifest) {
                 v.snapshot_id.as_deref().unwrap_or("(snapshot pending)")
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_shown_not_sent_to_the_terminal() {
+        assert_eq!(printable("shop\u{1b}[2Jx\ty"), "shop\\u{1b}[2Jx\\u{9}y");
+        assert_eq!(printable("caf\u{e9}"), "caf\u{e9}");
     }
 }

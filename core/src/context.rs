@@ -14,7 +14,7 @@ use crate::aws::events::Notifier;
 use crate::aws::SharedConfig;
 use crate::catalog::{Catalog, DEFAULT_PREFIX};
 use crate::checks::Checker;
-use crate::db::target::DbTarget;
+use crate::db::target::{Access, DbTarget};
 use crate::db::tools::PgTools;
 use crate::error::Error;
 use crate::model::run::Target;
@@ -43,6 +43,9 @@ pub struct Config {
     pub retention: RetentionSettings,
     /// `BACKSTOP_DRILL_VOLUME_WAIT_SECONDS`: how long the scheduled drill waits for a volume.
     pub drill_volume_wait_seconds: u64,
+    /// `BACKSTOP_APPLICATION_SECRETS`: which database logins each application's runs may
+    /// use. Unset: unrestricted on an operator's machine, nothing at all in a Lambda function.
+    pub access: Access,
 }
 
 /// The scheduled prune's policy: `BACKSTOP_RETENTION_KEEP_LAST` (default 3),
@@ -94,6 +97,7 @@ impl Config {
             pg_bin_dir: None,
             retention: RetentionSettings::default(),
             drill_volume_wait_seconds: DEFAULT_DRILL_VOLUME_WAIT_SECONDS,
+            access: Access::Unrestricted,
         }
     }
 
@@ -118,6 +122,12 @@ impl Config {
             max_age_days: parsed("BACKSTOP_RETENTION_MAX_AGE_DAYS", d.max_age_days)?,
             dry_run: parsed("BACKSTOP_RETENTION_DRY_RUN", d.dry_run)?,
         };
+        config.access = match var("BACKSTOP_APPLICATION_SECRETS") {
+            Some(json) => Access::parse(&json)?,
+            // In a function the map is the only authority there is: without it, no secret.
+            None if var("AWS_LAMBDA_FUNCTION_NAME").is_some() => Access::Mapped(Default::default()),
+            None => Access::Unrestricted,
+        };
         config.drill_volume_wait_seconds = parsed(
             "BACKSTOP_DRILL_VOLUME_WAIT_SECONDS",
             config.drill_volume_wait_seconds,
@@ -137,28 +147,50 @@ pub struct GuardConfig {
 pub struct GuardedStage {
     pub pipeline: String,
     pub stage: String,
+    /// The application whose backups the stage's failure restores; when not named, the only
+    /// application that recorded a backup for the failed pipeline execution.
+    #[serde(default)]
+    pub application: Option<String>,
 }
 
 impl GuardConfig {
-    /// Parses `pipeline:stage,pipeline:stage`; empty means no stage is guarded.
+    /// Parses `pipeline:stage[:application],…`; empty means no stage is guarded.
     pub fn parse(text: &str) -> Result<GuardConfig, Error> {
         let mut stages = Vec::new();
         for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let (pipeline, stage) = item
-                .split_once(':')
-                .map(|(p, s)| (p.trim(), s.trim()))
-                .filter(|(p, s)| !p.is_empty() && !s.is_empty() && !s.contains(':'))
-                .ok_or_else(|| {
-                    Error::InvalidInput(format!(
-                        "guarded stage {item:?} is not pipeline:stage (BACKSTOP_GUARD_STAGES)"
-                    ))
-                })?;
+            let parts: Vec<&str> = item.split(':').map(str::trim).collect();
+            let bad = || {
+                Error::InvalidInput(format!(
+                    "guarded stage {item:?} is not pipeline:stage or pipeline:stage:application \
+                     (BACKSTOP_GUARD_STAGES)"
+                ))
+            };
+            let (pipeline, stage, application) = match parts.as_slice() {
+                [p, s] => (*p, *s, None),
+                [p, s, a] => {
+                    crate::model::manifest::check_segment("application", a)?;
+                    (*p, *s, Some(a.to_string()))
+                }
+                _ => return Err(bad()),
+            };
+            if pipeline.is_empty() || stage.is_empty() {
+                return Err(bad());
+            }
             stages.push(GuardedStage {
                 pipeline: pipeline.to_string(),
                 stage: stage.to_string(),
+                application,
             });
         }
         Ok(GuardConfig { stages })
+    }
+
+    /// The application named for a guarded stage, if any.
+    pub fn application(&self, pipeline: &str, stage: &str) -> Option<&str> {
+        self.stages
+            .iter()
+            .find(|g| g.pipeline == pipeline && g.stage == stage)
+            .and_then(|g| g.application.as_deref())
     }
 
     pub fn guards(&self, pipeline: &str, stage: &str) -> bool {
@@ -270,12 +302,14 @@ impl Context {
         Checker {
             alarms: self.alarms(),
             secrets: self.secrets(),
+            access: &self.config.access,
         }
     }
 
-    /// Where a database target is and how to log in.
-    pub async fn database(&self, target: &Target) -> Result<DbTarget, Error> {
-        DbTarget::resolve(self.secrets(), target).await
+    /// Where a database target of `application`'s run is and how to log in, when the
+    /// application may use it.
+    pub async fn database(&self, application: &str, target: &Target) -> Result<DbTarget, Error> {
+        DbTarget::resolve(self.secrets(), &self.config.access, application, target).await
     }
 }
 

@@ -188,6 +188,18 @@ pub enum Error {
         instance_id: String,
         backed_up: String,
     },
+    /// The backup holds no database with this name on this server.
+    #[error("backup {backup_id} holds no backup of database {database} (it holds: {backed_up})")]
+    DatabaseNotInBackup {
+        backup_id: String,
+        database: String,
+        backed_up: String,
+    },
+    /// The run (or the event) asks for something its application is not allowed: a database
+    /// secret the operator did not map to it, or a restore nobody authorised. Nothing was
+    /// touched.
+    #[error("not allowed: {0}")]
+    NotAllowed(String),
     /// A snapshot went to `error` or the image to `failed`.
     #[error("backup {backup_id} of instance {instance_id} failed: {reason}")]
     InstanceBackupFailed {

@@ -76,6 +76,10 @@ pub struct Plan {
     pub databases: Vec<LeftDatabase>,
     /// Servers whose left databases could not be looked at, and why.
     pub servers_skipped: Vec<String>,
+    /// Manifests that could not be believed (malformed, of a newer format, disagreeing with
+    /// their key): neither kept nor pruned, only named here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub manifests_skipped: Vec<String>,
 }
 
 /// A database a restore or a drill left on a server.
@@ -154,6 +158,7 @@ pub async fn plan(
     let volumes = left_volumes(ec2, policy, now).await?;
     let (databases, servers_skipped) = left_databases(servers, policy, now).await;
     Ok(Plan {
+        manifests_skipped: Vec::new(),
         backups,
         volumes,
         databases,

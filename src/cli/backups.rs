@@ -34,7 +34,11 @@ pub async fn run(cmd: BackupsCommand, json: bool) -> Result<(), Error> {
     match cmd {
         BackupsCommand::List(args) => {
             let catalog = args.catalog.catalog().await?;
-            let manifests = catalog.list(args.application.as_deref()).await?;
+            let listing = catalog.list(args.application.as_deref()).await?;
+            for skipped in &listing.skipped {
+                eprintln!("skipped: {}", render::printable(skipped));
+            }
+            let manifests = listing.manifests;
             if json {
                 render::json(&manifests);
             } else {

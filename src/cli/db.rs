@@ -78,6 +78,13 @@ pub struct RestoreArgs {
     /// Which database of the backup to restore, when it holds several.
     #[arg(long)]
     database: Option<String>,
+    /// The server (host:port) that database was backed up from, when the backup holds
+    /// databases of that name on several servers.
+    #[arg(long)]
+    server: Option<String>,
+    /// The application whose backup it is, when the id is in several.
+    #[arg(long)]
+    application: Option<String>,
     /// In-place only: skip the forensic dump of the current state.
     #[arg(long)]
     no_forensic_dump: bool,
@@ -132,6 +139,8 @@ pub async fn run(cmd: DbCommand, json: bool) -> Result<(), Error> {
             let db = args.db.target().await?;
             let mut req = RestoreRequest::new(args.backup_id, args.mode);
             req.database = args.database;
+            req.server = args.server;
+            req.application = args.application;
             req.forensic_dump = !args.no_forensic_dump;
             req.timeout = args.timeout.map(Duration::from_secs);
             let report = restore_database(&catalog, &tools, &db, &req, &bar, ctrl_c()).await?;

@@ -13,6 +13,7 @@ use backstop_core::model::manifest::InstanceBackupMode;
 use backstop_core::model::poll::PollPolicy;
 use backstop_core::model::run::{ChecksProgress, ChecksStatus, Deploy, WaitFor};
 use backstop_core::tasks::restore::RestoreTask;
+use backstop_core::tasks::verify::authorize_restore::AuthorizedRestore;
 use backstop_core::tasks::verify::{VerifyReport, VerifyTask};
 use backstop_core::Error;
 
@@ -471,8 +472,9 @@ fn every_path_the_asl_reads_exists_on_the_rust_types_it_flows_through() {
             "{name}: a failed report still fails"
         );
     }
-    // Guard mode enters the restore path directly: the backup's id, its recorded run and the
-    // stage failure, in the places the restore path reads them.
+    // Guard mode enters the restore path through GuardRestore, which sends verify the entry and
+    // the execution's name (authorize_restore) and puts the authorised backup, the run the
+    // backup recorded and the stage failure where the restore path reads them.
     let entry = state("Entry");
     assert_eq!(entry["Choices"][0]["Variable"], "$.restore_of");
     assert_eq!(entry["Choices"][0]["Next"], "GuardRestore");
@@ -481,15 +483,27 @@ fn every_path_the_asl_reads_exists_on_the_rust_types_it_flows_through() {
     let guard_exec =
         json!({"Execution": {"Name": "guard-20261125T150000Z-0badc0de", "Id": "arn:guard"}});
     let guard_in = json!({"restore_of": {
+        "application": "shop",
         "backup_id": "20261125T150000Z-0badc0de",
-        "run": s1["run"],
         "failure": {"Error": "PipelineStageFailed", "Cause": "stage Deploy failed"}
     }});
-    let entered = eval(
-        &state("GuardRestore")["Parameters"],
-        &guard_in,
-        &guard_exec,
+    let asked: VerifyTask =
+        serde_json::from_value(payload("GuardRestore", &guard_in, &guard_exec)).unwrap();
+    let VerifyTask::AuthorizeRestore(asked) = asked else {
+        panic!("GuardRestore sends mode authorize_restore")
+    };
+    assert_eq!(asked.execution_name, "guard-20261125T150000Z-0badc0de");
+    assert_eq!(asked.request.backup_id, "20261125T150000Z-0badc0de");
+    let authorized = AuthorizedRestore {
+        backup_id: asked.request.backup_id.clone(),
+        run: serde_json::from_value(s1["run"].clone()).unwrap(),
+        failure: asked.request.failure.clone(),
+    };
+    let entered = after(
         "GuardRestore",
+        &guard_in,
+        invoke_result(serde_json::to_value(&authorized).unwrap()),
+        &guard_exec,
     );
     walk_loop("RestoreTargets", "Restore", &entered, &guard_exec, |p| {
         let t: RestoreTask = serde_json::from_value(p).expect("restore reads a restore task");

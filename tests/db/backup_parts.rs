@@ -58,7 +58,10 @@ fn parallel_targets_of_one_backup_all_land_in_its_manifest_and_a_retry_dumps_not
     assert_eq!(names, dbs, "no part lost to a concurrent write");
 
     // A retried target finds its part and dumps nothing: the dump object is untouched.
-    let dump = format!("backstop/shop/{ID}/db/orders_b.dump");
+    let dump = format!(
+        "backstop/shop/{ID}/db/127.0.0.1%3A{}/orders_b.dump",
+        bed.pg().port
+    );
     let before = bed.get(&dump);
     let keys = bed.keys();
     let again = cli.db_backup("orders_b", &["--application", "shop", "--backup-id", ID]);
@@ -84,7 +87,7 @@ fn sixteen_concurrent_manifest_updates_lose_nothing() {
         finished_at: now,
         databases: Vec::new(),
         instances: vec![InstanceBackup {
-            instance_id: format!("i-{n:04}"),
+            instance_id: format!("i-{n:08x}"),
             availability_zone: "us-east-1a".to_string(),
             mode: InstanceBackupMode::Snapshots,
             image_id: None,
@@ -125,7 +128,7 @@ fn sixteen_concurrent_manifest_updates_lose_nothing() {
         .map(|i| i.instance_id.clone())
         .collect();
     ids.sort();
-    let want: Vec<String> = (0..16).map(|n| format!("i-{n:04}")).collect();
+    let want: Vec<String> = (0..16).map(|n| format!("i-{n:08x}")).collect();
     assert_eq!(ids, want);
     assert_eq!(manifest.state, BackupState::Completed);
 }

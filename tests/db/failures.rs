@@ -305,12 +305,19 @@ fn bad_input_gives_named_errors_and_no_side_effects() {
     assert_eq!(bed.keys(), keys_before, "no object written or removed");
     assert_eq!(bed.table_checksums("app"), before, "database untouched");
 
-    // A malformed manifest is named, for show, list and restore, and restore touches nothing.
+    // A malformed manifest is named, for show and restore, and restore touches nothing; a
+    // listing leaves it out and names it.
     let key = format!("backstop/shop/{id}/manifest.json");
     bed.put(&key, b"{\"format_version\": 1, \"backup_id\": 42".to_vec());
+    let listed = cli.catalog(&["backups", "list"]);
+    assert!(listed.ok, "{}", listed.all());
+    assert!(
+        listed.stderr.contains("skipped: manifest") && listed.stderr.contains(&key),
+        "{}",
+        listed.all()
+    );
     for args in [
         vec!["backups", "show", "--backup-id", &id],
-        vec!["backups", "list"],
         vec!["db", "restore", "--backup-id", &id, "--database-url", &url],
     ] {
         let run = cli.catalog(&args);

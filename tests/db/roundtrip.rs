@@ -55,7 +55,14 @@ fn backup_damage_restore_in_both_modes_brings_every_table_back() {
     );
     // The dump object is exactly what the manifest says.
     let key = db["artifact"]["key"].as_str().unwrap().to_string();
-    assert_eq!(key, format!("backstop/shop/{id}/db/shop.dump"));
+    // Under the server and the database: two servers' databases of one name never share it.
+    assert_eq!(
+        key,
+        format!(
+            "backstop/shop/{id}/db/127.0.0.1%3A{}/shop.dump",
+            bed.pg().port
+        )
+    );
     let body = bed.get(&key);
     assert_eq!(body.len() as u64, db["artifact"]["bytes"].as_u64().unwrap());
     assert!(body.starts_with(b"PGDMP"), "custom-format archive");

@@ -821,6 +821,38 @@ def check_breaking_deploy(stack, pg, name, failures):
     return execution
 
 
+def check_refused_entries(stack, pg, stamp, backup_id, failures):
+    """What the stack refuses before touching anything: a run naming a database login its
+    application is not mapped to (ApplicationSecrets), and an execution started with a
+    restore entry guard never recorded (as anyone allowed to start executions could). Both
+    end in InvalidRunDocument with NotAllowed, and the data is untouched. Returns the names."""
+    print("\nEntries the stack refuses", flush=True)
+    names = []
+    unmapped = run_document("v4-unmapped", breaks=True)
+    unmapped["targets"] = [{"type": "database", "url_env": "PATH"}]
+    name = f"deployed-unmapped-{stamp}"
+    execution = run_execution(stack.aws, stack.state_machine, name, unmapped)
+    names.append(name)
+    print("   unmapped login, path: " + " > ".join(execution["path"]))
+    expect(execution["status"] == "FAILED" and execution.get("error") == "InvalidRunDocument"
+           and "NotAllowed" in str(execution.get("cause")),
+           f"unmapped login: {execution['status']} {execution.get('error')} "
+           f"{str(execution.get('cause'))[:200]}", failures)
+    forged = {"restore_of": {"application": APPLICATION, "backup_id": backup_id,
+                             "failure": {"Error": "Forged", "Cause": "not from guard"}}}
+    name = f"deployed-forged-{stamp}"
+    execution = run_execution(stack.aws, stack.state_machine, name, forged)
+    names.append(name)
+    print("   forged restore entry, path: " + " > ".join(execution["path"]))
+    expect(execution["status"] == "FAILED" and execution.get("error") == "InvalidRunDocument"
+           and "NotAllowed" in str(execution.get("cause"))
+           and "RestoreTargets" not in execution["path"],
+           f"forged restore entry: {execution['status']} {execution.get('error')} "
+           f"{str(execution.get('cause'))[:200]}", failures)
+    expect(pg.order_count() == ORDERS, f"{pg.order_count()} orders in {DB_NAME}", failures)
+    return names
+
+
 def check_no_other_executions(stack, expected, failures):
     """The state machine ran only `expected`: nothing the stack reacts with (a FAILED protect
     execution goes to guard through EventBridge) started another execution, e.g. a second
@@ -850,6 +882,8 @@ def deploy(aws, repo, template, binaries, pg, work):
         # No scheduled prune or drill while the executions run.
         "RetentionSchedule": "off",
         "DrillSchedule": "off",
+        # The one login the runs may use: the shop database's URL variable.
+        "ApplicationSecrets": json.dumps({APPLICATION: [f"env:{DB_URL_ENV}"]}),
     }
     if "PostgresBinDir" in template.get("Parameters", {}):
         overrides["PostgresBinDir"] = pg.bin_dir  # PG_BIN_DIR: the host's PostgreSQL tools
@@ -896,6 +930,7 @@ def run(repo, venv_bin, work, binaries_timeout):
         stamp = time.strftime("%Y%m%dT%H%M%S")
         good = check_passing_deploy(stack, pg, f"deployed-pass-{stamp}", failures)
         bad = check_breaking_deploy(stack, pg, f"deployed-break-{stamp}", failures)
+        refused = check_refused_entries(stack, pg, stamp, good["name"], failures)
 
         print(f"\nCold init: process start to the first Runtime API next, median of "
               f"{COLD_INIT_RUNS} runs against a stub Runtime API", flush=True)
@@ -907,7 +942,7 @@ def run(repo, venv_bin, work, binaries_timeout):
             print(f"   {binary:<26} {median:>6.1f} ms   " + " ".join(f"{r:.1f}" for r in runs))
 
         print("\nAfterwards", flush=True)
-        check_no_other_executions(stack, [good["name"], bad["name"]], failures)
+        check_no_other_executions(stack, [good["name"], bad["name"], *refused], failures)
 
     print(f"\nSummary ({time.monotonic() - started:.0f} s once the binaries were there)")
     print(f"   {good['name']}: {good['status']}")

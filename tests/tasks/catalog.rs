@@ -89,7 +89,7 @@ fn list_find_and_incidents_span_every_application_newest_first() {
         block_on(catalog.applications()).unwrap(),
         ["billing", "shop"]
     );
-    let all = block_on(catalog.list(None)).unwrap();
+    let all = block_on(catalog.list(None)).unwrap().manifests;
     assert_eq!(
         ids(&all),
         [
@@ -98,7 +98,7 @@ fn list_find_and_incidents_span_every_application_newest_first() {
             &shop_old.backup_id
         ]
     );
-    let shop = block_on(catalog.list(Some("shop"))).unwrap();
+    let shop = block_on(catalog.list(Some("shop"))).unwrap().manifests;
     assert_eq!(
         ids(&shop),
         [shop_failed.backup_id.as_str(), &shop_old.backup_id]
@@ -200,24 +200,35 @@ fn the_backup_of_a_pipeline_execution_is_its_newest_verified_one_not_a_failed_on
         ))
         .unwrap();
     }
-    let (found, doc) = block_on(catalog.find_by_pipeline_execution("pipe-1"))
+    let (found, doc) = block_on(catalog.find_by_pipeline_execution("pipe-1", "shop"))
         .unwrap()
         .expect("the verified backup of pipe-1");
     assert_eq!(found.backup_id, verified.backup_id);
     assert_eq!(doc, run("pipe-1"));
-    assert!(block_on(catalog.find_by_pipeline_execution("pipe-9"))
-        .unwrap()
-        .is_none());
+    assert!(
+        block_on(catalog.find_by_pipeline_execution("pipe-9", "shop"))
+            .unwrap()
+            .is_none()
+    );
     // A backup that failed after it was recorded no longer counts.
     block_on(catalog.record_pipeline_execution("pipe-1", "shop", &failed.backup_id)).unwrap();
-    assert!(block_on(catalog.find_by_pipeline_execution("pipe-1"))
-        .unwrap()
-        .is_none());
-    // An entry pointing at another pipeline execution's backup is not believed.
+    assert!(
+        block_on(catalog.find_by_pipeline_execution("pipe-1", "shop"))
+            .unwrap()
+            .is_none()
+    );
+    // An entry pointing at another pipeline execution's backup is not believed, and another
+    // application's entry for the same execution id is written beside shop's, never over it.
     block_on(catalog.record_pipeline_execution("pipe-1", "billing", &other.backup_id)).unwrap();
-    assert!(block_on(catalog.find_by_pipeline_execution("pipe-1"))
-        .unwrap()
-        .is_none());
+    assert!(
+        block_on(catalog.find_by_pipeline_execution("pipe-1", "billing"))
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        block_on(catalog.pipeline_execution_applications("pipe-1")).unwrap(),
+        ["billing", "shop"]
+    );
 }
 
 #[test]
@@ -248,15 +259,19 @@ fn a_pipeline_executions_backup_is_found_in_two_reads_whatever_else_the_catalog_
         "application/json",
     ))
     .unwrap();
-    assert!(block_on(catalog.list(None)).is_err());
-    let (found, _) = block_on(catalog.find_by_pipeline_execution("pipe-1"))
+    let listing = block_on(catalog.list(None)).unwrap();
+    assert_eq!(listing.manifests, std::slice::from_ref(&m));
+    assert_eq!(listing.skipped.len(), 1, "{:?}", listing.skipped);
+    let (found, _) = block_on(catalog.find_by_pipeline_execution("pipe-1", "shop"))
         .unwrap()
         .expect("found through the index");
     assert_eq!(found.backup_id, m.backup_id);
     // An id that cannot be a key has no backup, and touches nothing.
-    assert!(block_on(catalog.find_by_pipeline_execution("../shop"))
-        .unwrap()
-        .is_none());
+    assert!(
+        block_on(catalog.find_by_pipeline_execution("../shop", "shop"))
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[test]
@@ -277,9 +292,20 @@ fn a_malformed_manifest_or_report_is_named_by_its_key() {
         "",
     ))
     .unwrap();
+    // Listings leave it out and name it; reading it by its id is the named error.
+    for listing in [
+        block_on(catalog.list(None)).unwrap(),
+        block_on(catalog.list(Some("shop"))).unwrap(),
+    ] {
+        assert_eq!(listing.manifests, std::slice::from_ref(&good));
+        assert_eq!(listing.skipped.len(), 1);
+        assert!(
+            listing.skipped[0].contains(&format!("s3://backups/{key}")),
+            "{:?}",
+            listing.skipped
+        );
+    }
     for err in [
-        block_on(catalog.list(None)).unwrap_err(),
-        block_on(catalog.list(Some("shop"))).unwrap_err(),
         block_on(catalog.find(id)).unwrap_err(),
         block_on(catalog.manifest("shop", id)).unwrap_err(),
     ] {
@@ -312,7 +338,7 @@ fn concurrent_parts_of_one_backup_all_land_in_its_manifest() {
     let (catalog, store) = memory_catalog("backups");
     let id = "20261125T150000Z-feedbeef";
     let instance = |n: usize, state: BackupState| InstanceBackup {
-        instance_id: format!("i-{n:04}"),
+        instance_id: format!("i-{n:08x}"),
         availability_zone: "us-east-1a".to_string(),
         mode: InstanceBackupMode::Snapshots,
         image_id: None,
@@ -373,7 +399,7 @@ fn concurrent_parts_of_one_backup_all_land_in_its_manifest() {
         .map(|i| i.instance_id.as_str())
         .collect();
     instances.sort();
-    let want: Vec<String> = (0..16).step_by(2).map(|n| format!("i-{n:04}")).collect();
+    let want: Vec<String> = (0..16).step_by(2).map(|n| format!("i-{n:08x}")).collect();
     assert_eq!(instances, want, "no instance part lost");
     assert_eq!(merged.databases.len(), 8, "no database part lost");
     assert_eq!(

@@ -162,14 +162,14 @@ fn mocked_a_drill_too_close_to_its_deadline_creates_no_volume_and_says_why() {
         volumes: vec![VolumeBackup {
             device: "/dev/xvda".to_string(),
             boot: true,
-            volume_id: "vol-root".to_string(),
+            volume_id: "vol-0123456789abcdef0".to_string(),
             size_gib: 8,
             volume_type: "gp3".to_string(),
             iops: None,
             throughput: None,
             encrypted: false,
             kms_key_id: None,
-            snapshot_id: Some("snap-root".to_string()),
+            snapshot_id: Some("snap-0123456789abcdef0".to_string()),
         }],
         error: None,
     });

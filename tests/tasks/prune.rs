@@ -186,7 +186,7 @@ fn mocked_a_dry_run_plans_the_same_and_changes_nothing() {
         block_on(ctx.catalog().store.list("", None)).unwrap(),
         before
     );
-    let manifests = block_on(ctx.catalog().list(None)).unwrap();
+    let manifests = block_on(ctx.catalog().list(None)).unwrap().manifests;
     assert!(
         manifests.iter().all(|m| all.iter().any(|(a, _)| a == m)),
         "no manifest was even marked"

@@ -67,8 +67,11 @@ fn mocked_backup_failed_records_a_failed_manifest_and_a_later_part_merging_into_
     // Another target of the same backup finishes later and merges its part in: the part is
     // kept, the backup stays failed with its first error.
     let mut part = manifest("shop", ID, day(1), BackupState::Completed);
-    part.databases
-        .push(database_part("stock", "backstop/shop/x/db/stock.dump", 10));
+    part.databases.push(database_part(
+        "stock",
+        &format!("backstop/shop/{ID}/db/stock.dump"),
+        10,
+    ));
     let merged = block_on(
         ctx.catalog()
             .update_manifest("shop", ID, |current| Ok(part.clone().merged_into(current))),
@@ -101,9 +104,11 @@ fn verify_backup_refuses_a_failed_manifest_with_backup_not_usable() {
     let ctx = context(&aws);
     let mut failed = manifest("shop", ID, day(1), BackupState::Failed);
     failed.error = Some("DumpFailed: pg_dump: killed by signal 9".to_string());
-    failed
-        .databases
-        .push(database_part("shop", "backstop/shop/x/db/shop.dump", 10));
+    failed.databases.push(database_part(
+        "shop",
+        &format!("backstop/shop/{ID}/db/shop.dump"),
+        10,
+    ));
     block_on(ctx.catalog().write_manifest(&failed)).unwrap();
     let err = verify(
         &ctx,

@@ -7,12 +7,15 @@
 //! CodePipeline execution, so guard finds it with one read.
 
 mod incidents;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+use crate::model::job::RestoreOf;
 use crate::model::manifest::{check_segment, BackupState, Manifest, Purpose, MANIFEST_FORMAT};
 use crate::model::run::RunDocument;
 use crate::store::ObjectStore;
@@ -61,21 +64,22 @@ impl Catalog {
         format!("{}/manifest.json", self.backup_dir(application, backup_id))
     }
 
-    pub fn dump_key(&self, application: &str, backup_id: &str, database: &str) -> String {
-        let safe: String = database
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+    /// Where the dump of `database` on `server` goes: `<backup>/db/<server>/<database>.dump`,
+    /// each segment percent-encoded (every byte but ASCII letters, digits, `-`, `_` and `.`),
+    /// so odd names stay readable and two names never share a key: not names differing only
+    /// in case or in Unicode normalisation, not `a b` and `a_b`.
+    pub fn dump_key(
+        &self,
+        application: &str,
+        backup_id: &str,
+        server: &str,
+        database: &str,
+    ) -> String {
         format!(
-            "{}/db/{}.dump",
+            "{}/db/{}/{}.dump",
             self.backup_dir(application, backup_id),
-            safe
+            key_segment(server),
+            key_segment(database)
         )
     }
 
@@ -96,6 +100,8 @@ impl Catalog {
         backup_id: &str,
         mut change: impl FnMut(Option<Manifest>) -> Result<Manifest, Error>,
     ) -> Result<Manifest, Error> {
+        check_segment("application", application)?;
+        check_segment("backup id", backup_id)?;
         let key = self.manifest_key(application, backup_id);
         const ATTEMPTS: u32 = 20;
         for attempt in 1..=ATTEMPTS {
@@ -164,6 +170,8 @@ impl Catalog {
         application: &str,
         backup_id: &str,
     ) -> Result<Option<Manifest>, Error> {
+        check_segment("application", application)?;
+        check_segment("backup id", backup_id)?;
         let key = self.manifest_key(application, backup_id);
         match self.store.get_bytes(&key).await? {
             Some(body) => self.parse(&key, &body).map(Some),
@@ -171,6 +179,10 @@ impl Catalog {
         }
     }
 
+    /// A manifest read from `key`, believed only when it holds together: a supported
+    /// format, the application and backup id its key names, every artifact under the
+    /// backup's own directory, every id of the form AWS gives it (see
+    /// [`Manifest::check_ids`]). Anything else is `ManifestMalformed` naming the key.
     fn parse(&self, key: &str, body: &[u8]) -> Result<Manifest, Error> {
         let malformed = |reason: String| Error::ManifestMalformed {
             bucket: self.store.bucket().to_string(),
@@ -188,7 +200,28 @@ impl Catalog {
                 v.format_version
             )));
         }
-        serde_json::from_slice(body).map_err(|e| malformed(e.to_string()))
+        let m: Manifest = serde_json::from_slice(body).map_err(|e| malformed(e.to_string()))?;
+        if check_segment("application", &m.application).is_err()
+            || check_segment("backup id", &m.backup_id).is_err()
+            || self.manifest_key(&m.application, &m.backup_id) != key
+        {
+            return Err(malformed(
+                "its application and backup id are not the ones its key names".to_string(),
+            ));
+        }
+        let dir = format!("{}/", self.backup_dir(&m.application, &m.backup_id));
+        if let Some(d) = m
+            .databases
+            .iter()
+            .find(|d| !d.artifact.key.starts_with(&dir) || d.artifact.key.contains("/../"))
+        {
+            return Err(malformed(format!(
+                "the dump of {} is not under the backup's own directory {dir}",
+                d.label()
+            )));
+        }
+        m.check_ids().map_err(malformed)?;
+        Ok(m)
     }
 
     /// The applications that have backups under the prefix.
@@ -205,17 +238,32 @@ impl Catalog {
             .collect())
     }
 
-    /// Finds a backup by id, in any application.
+    /// Finds a backup by id in any application; an id found in more than one application is
+    /// `InvalidInput` naming them (give the application).
     pub async fn find(&self, backup_id: &str) -> Result<Manifest, Error> {
         check_segment("backup id", backup_id)?;
         self.store.check_bucket().await?;
+        let mut found = Vec::new();
         for app in self.applications().await? {
-            let key = self.manifest_key(&app, backup_id);
-            if let Some(body) = self.store.get_bytes(&key).await? {
-                return self.parse(&key, &body);
+            if check_segment("application", &app).is_err() {
+                continue;
+            }
+            if let Some(m) = self.read_manifest(&app, backup_id).await? {
+                found.push(m);
             }
         }
-        Err(self.not_found(backup_id))
+        match found.len() {
+            0 => Err(self.not_found(backup_id)),
+            1 => Ok(found.remove(0)),
+            _ => Err(Error::InvalidInput(format!(
+                "backup id {backup_id} is in several applications ({}): name the application",
+                found
+                    .iter()
+                    .map(|m| m.application.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
     }
 
     /// Every object whose key ends in `/<file_name>` under the backups of one application
@@ -249,30 +297,43 @@ impl Catalog {
         Ok(found)
     }
 
-    /// Every manifest (of one application, when given), newest first. A malformed manifest
-    /// fails the listing with its key named, rather than being skipped silently.
-    pub async fn list(&self, application: Option<&str>) -> Result<Vec<Manifest>, Error> {
-        let mut manifests = self
-            .objects_named(application, "manifest.json")
-            .await?
-            .into_iter()
-            .map(|(key, body)| self.parse(&key, &body))
-            .collect::<Result<Vec<_>, _>>()?;
-        manifests.sort_by(|a, b| {
+    /// Every manifest (of one application, when given), newest first. A manifest that cannot
+    /// be believed (malformed, of a newer format, or disagreeing with its key: see
+    /// [`Catalog::parse`]) is left out and named in [`Listing::skipped`], so one bad object
+    /// never stops guard, prune or the drill.
+    pub async fn list(&self, application: Option<&str>) -> Result<Listing, Error> {
+        let mut listing = Listing::default();
+        for (key, body) in self.objects_named(application, "manifest.json").await? {
+            match self.parse(&key, &body) {
+                Ok(m) => listing.manifests.push(m),
+                Err(e) => {
+                    tracing::warn!(key, error = %e, "manifest skipped");
+                    listing.skipped.push(e.to_string());
+                }
+            }
+        }
+        listing.manifests.sort_by(|a, b| {
             b.started_at
                 .cmp(&a.started_at)
                 .then_with(|| b.backup_id.cmp(&a.backup_id))
         });
-        Ok(manifests)
+        Ok(listing)
     }
 
-    /// Where the backup taken for a CodePipeline execution is recorded: one small object per
-    /// execution, so that guard finds it with one read however large the catalog. `None` for
-    /// an id that cannot be a key segment (it can have no backup).
-    pub fn pipeline_execution_key(&self, pipeline_execution_id: &str) -> Option<String> {
+    /// Where the backup that `application` took for a CodePipeline execution is recorded:
+    /// one small object per execution and application, so that guard finds it with one read
+    /// however large the catalog, and a run of another application that claims the same
+    /// execution id writes beside it, never over it. `None` for an id that cannot be a key
+    /// segment (it can have no backup).
+    pub fn pipeline_execution_key(
+        &self,
+        pipeline_execution_id: &str,
+        application: &str,
+    ) -> Option<String> {
         check_segment("pipeline execution id", pipeline_execution_id).ok()?;
+        check_segment("application", application).ok()?;
         Some(format!(
-            "{}/_index/pipeline-executions/{pipeline_execution_id}.json",
+            "{}/_index/pipeline-executions/{pipeline_execution_id}/{application}.json",
             self.prefix
         ))
     }
@@ -286,7 +347,8 @@ impl Catalog {
         application: &str,
         backup_id: &str,
     ) -> Result<(), Error> {
-        let Some(key) = self.pipeline_execution_key(pipeline_execution_id) else {
+        check_segment("backup id", backup_id)?;
+        let Some(key) = self.pipeline_execution_key(pipeline_execution_id, application) else {
             return Ok(());
         };
         let entry = PipelineExecutionEntry {
@@ -298,53 +360,140 @@ impl Catalog {
         self.store.put_bytes(&key, body, "application/json").await
     }
 
-    /// The verified backup taken for CodePipeline execution `pipeline_execution_id`, and the
-    /// run document it recorded: two reads, the execution's index entry and the manifest it
-    /// names. The manifest must agree (its application, id and recorded pipeline execution),
-    /// so an entry cannot point guard at another backup. A backup whose snapshots are still
-    /// completing (`wait_for: started`) counts: the restore waits for them. A failed one, or
-    /// one no longer in the catalog, does not.
+    /// The verified backup `application` took for CodePipeline execution
+    /// `pipeline_execution_id`, and the run document it recorded: two reads, the index entry
+    /// and the manifest it names. The manifest must agree (its application, id and recorded
+    /// pipeline execution), so an entry cannot point guard at another backup. A backup whose
+    /// snapshots are still completing (`wait_for: started`) counts: the restore waits for
+    /// them. A failed one, one no longer in the catalog, or an entry or manifest that cannot
+    /// be read (malformed, or of a newer format) does not: that is logged, and `None`.
     pub async fn find_by_pipeline_execution(
         &self,
         pipeline_execution_id: &str,
+        application: &str,
     ) -> Result<Option<(Manifest, RunDocument)>, Error> {
-        let Some(key) = self.pipeline_execution_key(pipeline_execution_id) else {
+        let Some(key) = self.pipeline_execution_key(pipeline_execution_id, application) else {
             return Ok(None);
         };
         let Some(body) = self.store.get_bytes(&key).await? else {
             return Ok(None);
         };
-        let entry: PipelineExecutionEntry =
-            serde_json::from_slice(&body).map_err(|e| Error::ManifestMalformed {
-                bucket: self.store.bucket().to_string(),
-                key: key.clone(),
-                reason: format!("not a pipeline execution index entry: {e}"),
-            })?;
-        if check_segment("application", &entry.application).is_err()
-            || check_segment("backup id", &entry.backup_id).is_err()
-        {
-            return Err(Error::ManifestMalformed {
-                bucket: self.store.bucket().to_string(),
-                key,
-                reason: "the entry names no valid application and backup id".to_string(),
-            });
-        }
-        let Some(mut m) = self
-            .read_manifest(&entry.application, &entry.backup_id)
-            .await?
-        else {
+        let Ok(entry) = serde_json::from_slice::<PipelineExecutionEntry>(&body) else {
+            tracing::warn!(key, "not a pipeline execution index entry: ignored");
             return Ok(None);
+        };
+        if entry.application != application || check_segment("backup id", &entry.backup_id).is_err()
+        {
+            tracing::warn!(
+                key,
+                "the index entry names another application or no valid backup id: ignored"
+            );
+            return Ok(None);
+        }
+        let mut m = match self
+            .read_manifest(&entry.application, &entry.backup_id)
+            .await
+        {
+            Ok(Some(m)) => m,
+            Ok(None) => return Ok(None),
+            Err(e @ Error::ManifestMalformed { .. }) => {
+                tracing::warn!(key, error = %e, "the backup's manifest cannot be believed: ignored");
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
         };
         let Some(run) = m.run.take() else {
             return Ok(None);
         };
-        let agrees = m.application == entry.application
-            && m.backup_id == entry.backup_id
-            && m.state != BackupState::Failed
+        let agrees = m.state != BackupState::Failed
             && m.purpose == Purpose::Backup
+            && run.application == application
             && run.version.pipeline_execution_id.as_deref() == Some(pipeline_execution_id);
         Ok(agrees.then_some((m, run)))
     }
+
+    /// The applications that recorded a backup for CodePipeline execution
+    /// `pipeline_execution_id`.
+    pub async fn pipeline_execution_applications(
+        &self,
+        pipeline_execution_id: &str,
+    ) -> Result<Vec<String>, Error> {
+        if check_segment("pipeline execution id", pipeline_execution_id).is_err() {
+            return Ok(Vec::new());
+        }
+        let dir = format!(
+            "{}/_index/pipeline-executions/{pipeline_execution_id}/",
+            self.prefix
+        );
+        Ok(self
+            .store
+            .list(&dir, None)
+            .await?
+            .iter()
+            .filter_map(|k| k.strip_prefix(&dir)?.strip_suffix(".json"))
+            .filter(|a| check_segment("application", a).is_ok())
+            .map(str::to_string)
+            .collect())
+    }
+
+    /// Where guard records the restore it asks for under the restore execution's name.
+    pub fn restore_request_key(&self, execution_name: &str) -> Result<String, Error> {
+        check_segment("execution name", execution_name)?;
+        Ok(format!(
+            "{}/_restore-requests/{execution_name}.json",
+            self.prefix
+        ))
+    }
+
+    /// Records (guard only) the restore the execution `execution_name` will run.
+    pub async fn record_restore_request(
+        &self,
+        execution_name: &str,
+        request: &RestoreOf,
+    ) -> Result<(), Error> {
+        check_segment("application", &request.application)?;
+        check_segment("backup id", &request.backup_id)?;
+        let key = self.restore_request_key(execution_name)?;
+        let body = serde_json::to_vec(request).map_err(|e| {
+            Error::InvalidInput(format!("restore request cannot be serialised: {e}"))
+        })?;
+        self.store.put_bytes(&key, body, "application/json").await
+    }
+
+    /// The restore recorded for execution `execution_name`, if any (one that cannot be read
+    /// is none).
+    pub async fn restore_request(&self, execution_name: &str) -> Result<Option<RestoreOf>, Error> {
+        let key = self.restore_request_key(execution_name)?;
+        Ok(self
+            .store
+            .get_bytes(&key)
+            .await?
+            .and_then(|body| serde_json::from_slice(&body).ok()))
+    }
+}
+
+/// Every byte but ASCII letters, digits, `-`, `_` and `.` is percent-encoded in a key segment.
+const KEY_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.');
+
+/// A name as one key segment: percent-encoded, never `.` or `..`.
+pub fn key_segment(name: &str) -> String {
+    let encoded = percent_encoding::utf8_percent_encode(name, KEY_SEGMENT).to_string();
+    match encoded.as_str() {
+        "." => "%2E".to_string(),
+        ".." => "%2E%2E".to_string(),
+        _ => encoded,
+    }
+}
+
+/// The manifests a listing found, and those it could not believe.
+#[derive(Clone, Debug, Default)]
+pub struct Listing {
+    pub manifests: Vec<Manifest>,
+    /// Each manifest left out, as its `ManifestMalformed` message (the key and why).
+    pub skipped: Vec<String>,
 }
 
 /// One pipeline execution's backup, as its index entry records it.

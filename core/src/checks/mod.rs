@@ -12,6 +12,7 @@ pub mod sql;
 use std::time::Duration;
 
 use crate::aws::cloudwatch::Alarms;
+use crate::db::target::Access;
 use crate::error::Error;
 use crate::model::run::{ChecksProgress, ChecksStatus, RunDocument};
 use time::OffsetDateTime;
@@ -21,6 +22,8 @@ use time::OffsetDateTime;
 pub struct Checker<'a> {
     pub alarms: &'a Alarms,
     pub secrets: &'a aws_sdk_secretsmanager::Client,
+    /// Which logins the run's application may use.
+    pub access: &'a Access,
 }
 
 /// What a round and the recording after it may take at most: rounds stop this long before the
@@ -102,8 +105,8 @@ impl Checker<'_> {
         for a in &run.checks.alarms {
             alarms::check(self.alarms, a).await?;
         }
-        for q in &run.checks.sql {
-            sql::check(self.secrets, run, q).await?;
+        for (i, q) in run.checks.sql.iter().enumerate() {
+            sql::check(self.secrets, self.access, run, i, q).await?;
         }
         Ok(())
     }

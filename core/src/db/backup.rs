@@ -128,8 +128,8 @@ pub async fn backup_database(
     if let Some(id) = &req.backup_id {
         check_segment("backup id", id)?;
         if let Some(m) = catalog.read_manifest(&req.application, id).await? {
-            if m.databases.iter().any(|d| d.database == db.dbname) {
-                tracing::info!(backup_id = %id, database = %db.dbname, "already backed up");
+            if m.databases.iter().any(|d| d.is(&db.server(), &db.dbname)) {
+                tracing::info!(backup_id = %id, database = %db.dbname, server = %db.server(), "already backed up");
                 return Ok(m);
             }
         }
@@ -146,7 +146,7 @@ pub async fn backup_database(
         .backup_id
         .clone()
         .unwrap_or_else(|| new_backup_id(started_at));
-    let key = catalog.dump_key(&req.application, &backup_id, &db.dbname);
+    let key = catalog.dump_key(&req.application, &backup_id, &db.server(), &db.dbname);
     tracing::info!(backup_id, database = %db, key, compression, "backup starting");
 
     let upload_id = catalog.store.create_multipart(&key).await?;
@@ -223,7 +223,7 @@ pub async fn backup_database(
     let dump_key = key.clone();
     manifest.databases.push(DatabaseBackup {
         database: db.dbname.clone(),
-        server: format!("{}:{}", db.host, db.port),
+        server: db.server(),
         server_version,
         server_version_num: server_version_num.0,
         pg_dump_version,

@@ -57,9 +57,15 @@ impl std::str::FromStr for RestoreMode {
 #[derive(Clone, Debug)]
 pub struct RestoreRequest {
     pub backup_id: String,
+    /// The application whose backup it is; when `None` the id is looked up in every
+    /// application and must be found in exactly one.
+    pub application: Option<String>,
     pub mode: RestoreMode,
     /// Which database of the backup, when it holds several.
     pub database: Option<String>,
+    /// The server (`host:port`) the database was backed up from, when the backup holds
+    /// databases of that name on several servers.
+    pub server: Option<String>,
     /// In-place only: dump the current state into the catalog first.
     pub forensic_dump: bool,
     pub timeout: Option<Duration>,
@@ -70,8 +76,10 @@ impl RestoreRequest {
     pub fn new(backup_id: impl Into<String>, mode: RestoreMode) -> Self {
         RestoreRequest {
             backup_id: backup_id.into(),
+            application: None,
             mode,
             database: None,
+            server: None,
             forensic_dump: true,
             timeout: None,
             tuning: DownloadTuning::default(),
@@ -108,8 +116,11 @@ pub async fn restore_database(
     cancel: impl Future<Output = ()>,
 ) -> Result<RestoreReport, Error> {
     let started = Instant::now();
-    let manifest = catalog.find(&req.backup_id).await?;
-    let entry = usable_database(&manifest, req.database.as_deref())?;
+    let manifest = match &req.application {
+        Some(app) => catalog.manifest(app, &req.backup_id).await?,
+        None => catalog.find(&req.backup_id).await?,
+    };
+    let entry = usable_database(&manifest, req.server.as_deref(), req.database.as_deref())?;
     let maint = Session::connect(&maintenance_target(target)).await?;
     let (_, target_version) = maint.server_version().await?;
     let backup_major = entry.server_version_num / 10000;
@@ -213,38 +224,42 @@ pub fn ensure_completed(manifest: &Manifest) -> Result<(), Error> {
     }
 }
 
-/// The manifest's entry for `database` (or its only one), when the backup is usable.
+/// The manifest's entry for `database` on `server`, when the backup is usable. Without a
+/// server, the only entry of that name; without a name, the only entry. A choice that
+/// matches several entries is `InvalidInput` naming them, one that matches none
+/// `DatabaseNotInBackup`.
 pub fn usable_database<'m>(
     manifest: &'m Manifest,
+    server: Option<&str>,
     database: Option<&str>,
 ) -> Result<&'m DatabaseBackup, Error> {
     ensure_completed(manifest)?;
-    let names = || {
-        manifest
-            .databases
-            .iter()
-            .map(|d| d.database.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    match database {
-        Some(name) => manifest
-            .databases
-            .iter()
-            .find(|d| d.database == name)
-            .ok_or_else(|| {
-                Error::InvalidInput(format!(
-                    "backup {} has no database {name:?} (it has: {})",
-                    manifest.backup_id,
-                    names()
-                ))
-            }),
-        None if manifest.databases.len() == 1 => Ok(&manifest.databases[0]),
-        None => Err(Error::InvalidInput(format!(
-            "backup {} holds {} databases ({}); name one",
+    if let (Some(server), Some(database)) = (server, database) {
+        return manifest.database(server, database);
+    }
+    let chosen: Vec<&DatabaseBackup> = manifest
+        .databases
+        .iter()
+        .filter(|d| database.is_none_or(|n| d.database == n))
+        .filter(|d| server.is_none_or(|s| d.server == s))
+        .collect();
+    match chosen.as_slice() {
+        [only] => Ok(only),
+        [] => manifest.database(server.unwrap_or("any server"), database.unwrap_or("any")),
+        several => Err(Error::InvalidInput(format!(
+            "backup {} holds {} databases that match ({}); name {}",
             manifest.backup_id,
-            manifest.databases.len(),
-            names()
+            several.len(),
+            several
+                .iter()
+                .map(|d| d.label())
+                .collect::<Vec<_>>()
+                .join(", "),
+            if database.is_none() {
+                "the database"
+            } else {
+                "the server too"
+            }
         ))),
     }
 }

@@ -82,6 +82,48 @@ impl Session {
         Ok(None)
     }
 
+    /// A check's query, run so that it can change nothing and say nothing it should not: one
+    /// statement (the server refuses several in a prepared statement), which must return
+    /// columns, inside a read-only transaction with `statement_timeout` that is rolled back
+    /// afterwards. Returns the first column of the first row as PostgreSQL prints it. A
+    /// failure names only the SQLSTATE, never the server's message, which can quote data.
+    pub async fn read_only_value(
+        &self,
+        sql: &str,
+        timeout: std::time::Duration,
+    ) -> Result<Option<String>, QueryRefused> {
+        let refused = |e: tokio_postgres::Error| match e.as_db_error() {
+            Some(db) => QueryRefused::Server(db.code().code().to_string()),
+            None => QueryRefused::Connection,
+        };
+        // A statement before the check's query fixes the transaction as read-only: `SET
+        // TRANSACTION READ WRITE` is refused after the first query of a transaction.
+        self.client
+            .batch_execute(&format!(
+                "BEGIN READ ONLY; SET LOCAL statement_timeout = {}; SELECT 1",
+                timeout.as_millis().max(1)
+            ))
+            .await
+            .map_err(refused)?;
+        let outcome = async {
+            let prepared = self.client.prepare(sql).await.map_err(refused)?;
+            if prepared.columns().is_empty() {
+                return Err(QueryRefused::NoColumns);
+            }
+            let messages = self.client.simple_query(sql).await.map_err(refused)?;
+            Ok(messages.into_iter().find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => {
+                    Some(row.get(0).map(str::to_string))
+                }
+                _ => None,
+            }))
+        }
+        .await;
+        // Undoes what a read-only transaction still allows (a large object, say).
+        let _ = self.client.batch_execute("ROLLBACK").await;
+        Ok(outcome?.flatten())
+    }
+
     /// Runs a query whose single row and column is text.
     pub async fn query_text(&self, sql: &str) -> Result<String, Error> {
         let row = self
@@ -243,6 +285,37 @@ impl Session {
             quote_ident(to)
         ))
         .await
+    }
+}
+
+/// Why a check's query gave no value; says nothing of the data.
+#[derive(Debug, PartialEq, Eq)]
+pub enum QueryRefused {
+    /// The server refused or failed it, with this SQLSTATE.
+    Server(String),
+    /// It is not a query: it returns no columns.
+    NoColumns,
+    /// The connection failed.
+    Connection,
+}
+
+impl std::fmt::Display for QueryRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QueryRefused::Server(code) => write!(
+                f,
+                "the server refused it with SQLSTATE {code}{}",
+                match code.as_str() {
+                    "42601" => " (a syntax error, or more than one statement)",
+                    "25006" => " (it writes, and checks run read-only)",
+                    "57014" => " (statement_timeout)",
+                    "42501" => " (permission denied)",
+                    _ => "",
+                }
+            ),
+            QueryRefused::NoColumns => f.write_str("it returns no columns (a check is a query)"),
+            QueryRefused::Connection => f.write_str("the connection failed while it ran"),
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 //! [`Password`] whose `Debug`/`Display` print `***`; it reaches the PostgreSQL tools only through
 //! their environment (`PGPASSWORD`) and never appears in argv, logs, errors or outputs.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use percent_encoding::percent_decode_str;
@@ -12,6 +13,68 @@ use serde::Deserialize;
 
 use crate::error::Error;
 use crate::model::run::Target;
+
+/// Which database logins each application's runs may use. A Lambda function's role reaches
+/// every secret in the stack's `DatabaseSecretArns` whichever run document it serves, so IAM
+/// alone cannot keep one team's run document away from another team's database: the
+/// operator maps each application to its own secrets (and, for `url_env` targets, to the
+/// variables named `env:NAME`) and every resolution checks the map first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Whatever the caller's credentials reach: the CLI on an operator's own machine.
+    Unrestricted,
+    /// Only what is mapped to each application (`BACKSTOP_APPLICATION_SECRETS`).
+    Mapped(BTreeMap<String, BTreeSet<String>>),
+}
+
+impl Access {
+    /// Parses `{"<application>": ["<secret name or ARN>", "env:<VARIABLE>", ...], ...}`.
+    pub fn parse(json: &str) -> Result<Access, Error> {
+        let map: BTreeMap<String, BTreeSet<String>> = serde_json::from_str(json).map_err(|e| {
+            Error::InvalidInput(format!(
+                "BACKSTOP_APPLICATION_SECRETS is not a JSON object of application to a list of                  secrets: {e}"
+            ))
+        })?;
+        for (app, allowed) in &map {
+            crate::model::manifest::check_segment("application", app)?;
+            if allowed
+                .iter()
+                .any(|a| a.trim().is_empty() || a.contains('*'))
+            {
+                return Err(Error::InvalidInput(format!(
+                    "BACKSTOP_APPLICATION_SECRETS: application {app} lists an empty or                      wildcard entry; name each secret (or env:VARIABLE) exactly"
+                )));
+            }
+        }
+        Ok(Access::Mapped(map))
+    }
+
+    /// `NotAllowed` unless `application`'s runs may use `target`'s login: its `secret_id` as
+    /// listed (name or ARN, exactly as written), or its `url_env` listed as `env:NAME`.
+    pub fn check(&self, application: &str, target: &Target) -> Result<(), Error> {
+        let Access::Mapped(map) = self else {
+            return Ok(());
+        };
+        let Target::Database {
+            secret_id, url_env, ..
+        } = target
+        else {
+            return Ok(());
+        };
+        let (entry, what) = match (secret_id, url_env) {
+            (Some(s), _) => (s.clone(), format!("secret {s}")),
+            (None, Some(v)) => (format!("env:{v}"), format!("url_env {v}")),
+            (None, None) => return Ok(()),
+        };
+        if map.get(application).is_some_and(|a| a.contains(&entry)) {
+            Ok(())
+        } else {
+            Err(Error::NotAllowed(format!(
+                "application {application} may not use database {what}: the operator maps                  each application to its secrets (ApplicationSecrets in the template)"
+            )))
+        }
+    }
+}
 
 /// A password that never prints itself.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -100,8 +163,10 @@ impl DbTarget {
         if parsed.scheme() != "postgres" && parsed.scheme() != "postgresql" {
             return Err(bad("scheme must be postgres:// or postgresql://"));
         }
+        // An IPv6 literal comes bracketed (`[::1]`); libpq and the session want it bare.
         let host = parsed
             .host_str()
+            .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
             .filter(|h| !h.is_empty())
             .ok_or_else(|| bad("no host"))?
             .to_string();
@@ -199,12 +264,16 @@ impl DbTarget {
         Self::from_secret_json(secret_id, json, dbname)
     }
 
-    /// Where a run's database target is and how to log in: from its secret, or (local use)
-    /// from the URL in the environment variable it names; its `dbname` overrides a URL's.
+    /// Where a database target of `application`'s run is and how to log in, once `access`
+    /// allows it: from its secret, or (local use) from the URL in the environment variable
+    /// it names; its `dbname` overrides a URL's.
     pub async fn resolve(
         secrets: &aws_sdk_secretsmanager::Client,
+        access: &Access,
+        application: &str,
         target: &Target,
     ) -> Result<Self, Error> {
+        access.check(application, target)?;
         let Target::Database {
             secret_id,
             url_env,
@@ -240,6 +309,12 @@ impl DbTarget {
         Ok(db)
     }
 
+    /// The server, as `host:port` (the host lower-cased, an IPv6 literal in brackets): with
+    /// the database name, what identifies a database in a backup.
+    pub fn server(&self) -> String {
+        server_label(&self.host, self.port)
+    }
+
     /// The same server and login, another database.
     pub fn with_dbname(&self, dbname: &str) -> Self {
         DbTarget {
@@ -267,6 +342,16 @@ impl DbTarget {
             env.push(("PGSSLROOTCERT", root.display().to_string()));
         }
         env
+    }
+}
+
+/// `host:port` as [`DbTarget::server`] writes it.
+pub fn server_label(host: &str, port: u16) -> String {
+    let host = host.to_ascii_lowercase();
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 
@@ -307,6 +392,16 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv6_literal_host_is_bare_for_libpq_and_bracketed_in_the_server() {
+        let t = DbTarget::from_url("postgres://app:pw@[::1]:6543/orders").unwrap();
+        assert_eq!(t.host, "::1");
+        assert_eq!(t.server(), "[::1]:6543");
+        assert!(t.libpq_env().contains(&("PGHOST", "::1".to_string())));
+        let t = DbTarget::from_url("postgres://app:pw@DB.Example.com/orders").unwrap();
+        assert_eq!(t.server(), "db.example.com:5432");
+    }
+
+    #[test]
     fn bad_urls_are_named_and_not_echoed() {
         for url in [
             "mysql://u:hunter2@h/db",
@@ -318,6 +413,47 @@ mod tests {
             let err = DbTarget::from_url(url).unwrap_err();
             assert_eq!(err.error_type(), "InvalidInput", "{url}");
             assert!(!err.to_string().contains("hunter2"), "{err}");
+        }
+    }
+
+    #[test]
+    fn access_allows_only_what_is_mapped_to_the_application() {
+        let db = |secret: Option<&str>, env: Option<&str>| Target::Database {
+            secret_id: secret.map(str::to_string),
+            url_env: env.map(str::to_string),
+            dbname: None,
+        };
+        let access =
+            Access::parse(r#"{"shop": ["prod/shop-db", "env:SHOP_DB_URL"], "billing": []}"#)
+                .unwrap();
+        assert!(access
+            .check("shop", &db(Some("prod/shop-db"), None))
+            .is_ok());
+        assert!(access.check("shop", &db(None, Some("SHOP_DB_URL"))).is_ok());
+        for (app, target) in [
+            ("billing", db(Some("prod/shop-db"), None)),
+            ("shop", db(Some("prod/billing-db"), None)),
+            ("shop", db(Some("prod/shop-db-2"), None)),
+            ("shop", db(None, Some("BILLING_DB_URL"))),
+            ("other", db(Some("prod/shop-db"), None)),
+        ] {
+            let e = access.check(app, &target).unwrap_err();
+            assert_eq!(e.error_type(), "NotAllowed", "{app} {target:?}");
+        }
+        assert!(Access::Unrestricted
+            .check("any", &db(Some("prod/shop-db"), None))
+            .is_ok());
+        for bad in [
+            r#"["shop"]"#,
+            r#"{"shop": ["prod/*"]}"#,
+            r#"{"a b": []}"#,
+            "{",
+        ] {
+            assert_eq!(
+                Access::parse(bad).unwrap_err().error_type(),
+                "InvalidInput",
+                "{bad}"
+            );
         }
     }
 

@@ -697,7 +697,8 @@ pub async fn record_outcome(
 }
 
 /// Deletes the snapshots (and image) of a failed backup; what cannot be deleted stays tagged
-/// with the backup id for the retention policy, and is logged.
+/// with the backup id for the retention policy, and is logged. Only what carries this
+/// backup's id tag is deleted: the ids come from the job, which came through the execution.
 async fn discard(ec2: &Ec2, job: &InstanceJob) {
     let mut snapshots = job.snapshot_ids.clone();
     if let Some(image_id) = &job.image_id {
@@ -708,6 +709,14 @@ async fn discard(ec2: &Ec2, job: &InstanceJob) {
             .await
         {
             if let Some(image) = out.images().first() {
+                let ours = image.tags().iter().any(|t| {
+                    t.key() == Some(crate::aws::ec2::TAG_BACKUP_ID)
+                        && t.value() == Some(job.backup_id.as_str())
+                });
+                if !ours {
+                    tracing::warn!(image = %image_id, "not deregistered: it does not carry this backup's id tag");
+                    return;
+                }
                 snapshots.extend(
                     image
                         .block_device_mappings()
@@ -725,7 +734,38 @@ async fn discard(ec2: &Ec2, job: &InstanceJob) {
             tracing::warn!(image = %image_id, error = %e, "could not deregister the failed image");
         }
     }
+    if snapshots.is_empty() {
+        return;
+    }
+    let tagged: Vec<String> = match ec2
+        .call("DescribeSnapshots", |c| {
+            c.describe_snapshots()
+                .set_snapshot_ids(Some(snapshots.clone()))
+                .filters(
+                    aws_sdk_ec2::types::Filter::builder()
+                        .name(format!("tag:{}", crate::aws::ec2::TAG_BACKUP_ID))
+                        .values(&job.backup_id)
+                        .build(),
+                )
+                .send()
+        })
+        .await
+    {
+        Ok(out) => out
+            .snapshots()
+            .iter()
+            .filter_map(|s| s.snapshot_id().map(str::to_string))
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "the failed set's snapshots cannot be listed; none deleted");
+            Vec::new()
+        }
+    };
     for s in snapshots {
+        if !tagged.contains(&s) {
+            tracing::warn!(snapshot = %s, backup_id = %job.backup_id, "not deleted: it does not carry this backup's id tag");
+            continue;
+        }
         if let Err(e) = ec2
             .call("DeleteSnapshot", |c| {
                 c.delete_snapshot().snapshot_id(&s).send()

@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use crate::model::manifest::{InstanceBackup, InstanceBackupMode};
+use crate::error::Error;
+use crate::model::manifest::{check_segment, InstanceBackup, InstanceBackupMode};
 use crate::model::poll::PollPolicy;
 use crate::model::run::{AppVersion, InstanceRestoreMode, Policy, Target, WaitFor};
 
@@ -34,7 +35,13 @@ pub enum Job {
         poll: PollPolicy,
     },
     /// A database dump; finished when start-backup returns.
-    DatabaseBackup { backup_id: String, database: String },
+    DatabaseBackup {
+        backup_id: String,
+        database: String,
+        /// `host:port`: with the name, which database.
+        #[serde(default)]
+        server: String,
+    },
     /// Restores of instances, advanced one step per poll.
     InstanceRestore {
         backup_id: String,
@@ -49,6 +56,9 @@ pub enum Job {
     /// A database restore; finished when restore returns.
     DatabaseRestore {
         database: String,
+        /// `host:port`: with the name, which database.
+        #[serde(default)]
+        server: String,
         failed_state_database: Option<String>,
     },
 }
@@ -102,6 +112,48 @@ pub struct InstanceJob {
     pub image_id: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub started_at: OffsetDateTime,
+}
+
+impl Job {
+    /// The ids a job carries between invocations, checked before any reaches EC2, a key or
+    /// a filter: application and backup ids as key segments, EC2 ids of the form AWS gives.
+    pub fn check(&self) -> Result<(), Error> {
+        let ec2 = |kind: &str, id: &str| {
+            crate::model::manifest::check_ec2_id(kind, id).map_err(Error::InvalidInput)
+        };
+        match self {
+            Job::InstanceBackup { jobs, .. } => {
+                for j in jobs {
+                    check_segment("application", &j.application)?;
+                    check_segment("backup id", &j.backup_id)?;
+                    ec2("i", &j.instance_id)?;
+                    for s in &j.snapshot_ids {
+                        ec2("snap", s)?;
+                    }
+                    if let Some(image) = &j.image_id {
+                        ec2("ami", image)?;
+                    }
+                }
+            }
+            Job::InstanceRestore {
+                backup_id,
+                application,
+                instance_ids,
+                restore_id,
+                ..
+            } => {
+                check_segment("application", application)?;
+                check_segment("backup id", backup_id)?;
+                check_segment("restore id", restore_id)?;
+                for i in instance_ids {
+                    ec2("i", i)?;
+                }
+            }
+            Job::DatabaseBackup { backup_id, .. } => check_segment("backup id", backup_id)?,
+            Job::DatabaseRestore { .. } => {}
+        }
+        Ok(())
+    }
 }
 
 impl InstanceJob {
@@ -318,6 +370,19 @@ pub fn guard_execution_name(backup_id: &str) -> String {
     let hash = hex::encode(Sha256::digest(backup_id.as_bytes()));
     let head: String = backup_id.chars().take(56).collect();
     format!("guard-{head}-{}", &hash[..16])
+}
+
+/// A restore guard asks for: the backup (by application and id) and the failure that calls
+/// for it. Guard records it in the catalog under its execution's name before starting the
+/// restore path, and the state machine's GuardRestore restores only what such a record
+/// authorises, from the run document the backup recorded: the execution's input alone
+/// authorises nothing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreOf {
+    pub application: String,
+    pub backup_id: String,
+    pub failure: StepFailure,
 }
 
 #[cfg(test)]

@@ -53,11 +53,12 @@ pub struct Artifact {
     pub parts: u32,
 }
 
-/// One database in a backup.
+/// One database in a backup. A database is identified by its server and its name together:
+/// two targets with the same database name on different servers are two entries.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DatabaseBackup {
     pub database: String,
-    /// `host:port`, for the operator's eyes; no credentials.
+    /// `host:port` (host lower-cased, an IPv6 literal bracketed); no credentials.
     pub server: String,
     pub server_version: String,
     pub server_version_num: u32,
@@ -66,6 +67,18 @@ pub struct DatabaseBackup {
     pub compression: String,
     pub artifact: Artifact,
     pub tables: Vec<TableCount>,
+}
+
+impl DatabaseBackup {
+    /// Whether this is the backup of `database` on `server` (`host:port`).
+    pub fn is(&self, server: &str, database: &str) -> bool {
+        self.server == server && self.database == database
+    }
+
+    /// `database on server`, for messages.
+    pub fn label(&self) -> String {
+        format!("{} on {}", self.database, self.server)
+    }
 }
 
 /// How an instance was backed up.
@@ -221,7 +234,11 @@ impl Manifest {
             return me;
         };
         for d in self.databases {
-            match m.databases.iter_mut().find(|x| x.database == d.database) {
+            match m
+                .databases
+                .iter_mut()
+                .find(|x| x.is(&d.server, &d.database))
+            {
                 Some(x) => *x = d,
                 None => m.databases.push(d),
             }
@@ -249,6 +266,50 @@ impl Manifest {
         m.run = m.run.or(self.run);
         m.settle_state();
         m
+    }
+
+    /// Every EC2 id the manifest names has the form AWS gives it (`i-`, `vol-`, `snap-`,
+    /// `ami-` and 8 or 17 hex digits), and a forensic backup names a valid backup id: no
+    /// wildcard, separator or other character can reach an EC2 filter, a key or a log line
+    /// from a manifest. The reason names the first that does not.
+    pub fn check_ids(&self) -> Result<(), String> {
+        if let Purpose::Forensic { restore_of } = &self.purpose {
+            check_segment("restore_of", restore_of).map_err(|e| e.to_string())?;
+        }
+        for i in &self.instances {
+            check_ec2_id("i", &i.instance_id)?;
+            if let Some(image) = &i.image_id {
+                check_ec2_id("ami", image)?;
+            }
+            for v in &i.volumes {
+                check_ec2_id("vol", &v.volume_id)?;
+                if let Some(snap) = &v.snapshot_id {
+                    check_ec2_id("snap", snap)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The entry of `database` on `server`, or `DatabaseNotInBackup` listing what the backup
+    /// holds.
+    pub fn database(&self, server: &str, database: &str) -> Result<&DatabaseBackup, Error> {
+        self.databases
+            .iter()
+            .find(|d| d.is(server, database))
+            .ok_or_else(|| Error::DatabaseNotInBackup {
+                backup_id: self.backup_id.clone(),
+                database: format!("{database} on {server}"),
+                backed_up: if self.databases.is_empty() {
+                    "no databases".to_string()
+                } else {
+                    self.databases
+                        .iter()
+                        .map(DatabaseBackup::label)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+            })
     }
 
     /// The instance part for `instance_id`, or the named error listing what the backup holds.
@@ -302,6 +363,25 @@ pub fn check_segment(what: &str, value: &str) -> Result<(), Error> {
         Err(Error::InvalidInput(format!(
             "{what} {value:?} must be 1-128 characters of letters, digits, '-', '_' or '.'"
         )))
+    }
+}
+
+/// Checks that `id` is an EC2 id of `kind` (`i`, `vol`, `snap`, `ami`): the kind, a dash and
+/// 8 or 17 lower-case hex digits.
+pub fn check_ec2_id(kind: &str, id: &str) -> Result<(), String> {
+    let ok = id
+        .strip_prefix(kind)
+        .and_then(|r| r.strip_prefix('-'))
+        .is_some_and(|hex| {
+            matches!(hex.len(), 8 | 17) && hex.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f'))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{:?} is not an EC2 {kind}- id ({kind}- and 8 or 17 hex digits)",
+            id.chars().take(40).collect::<String>()
+        ))
     }
 }
 
@@ -395,6 +475,21 @@ mod tests {
             "public.new: not in the backup"
         );
         assert_eq!(count_differences(&a, &extra, true), "");
+    }
+
+    #[test]
+    fn ec2_ids_are_checked_before_they_reach_a_filter() {
+        assert!(check_ec2_id("snap", "snap-0123456789abcdef0").is_ok());
+        assert!(check_ec2_id("i", "i-12345678").is_ok());
+        for bad in [
+            "snap-*",
+            "snap-",
+            "snap-0123456789ABCDEF0",
+            "vol-01234567",
+            "snap-0123?567",
+        ] {
+            assert!(check_ec2_id("snap", bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

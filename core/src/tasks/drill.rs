@@ -18,7 +18,9 @@ use crate::context::Context;
 use crate::db::restore::timestamp;
 use crate::db::verify::verify_databases;
 use crate::error::{Error, Named};
-use crate::model::manifest::{BackupState, Manifest, Purpose, VolumeBackup};
+use crate::model::manifest::{
+    check_segment, BackupState, DatabaseBackup, Manifest, Purpose, VolumeBackup,
+};
 use crate::model::run::Target;
 use crate::progress::Quiet;
 use crate::store::download::DownloadTuning;
@@ -89,6 +91,9 @@ pub struct DrillReport {
     pub cleaned_up: Vec<String>,
     /// What could not be removed (a drill that leaves anything behind fails).
     pub cleanup_errors: Vec<String>,
+    /// Manifests of the application that could not be believed, left out of the drill.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub manifests_skipped: Vec<String>,
     /// Why the drill could not run at all, when it could not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -113,6 +118,7 @@ impl DrillReport {
             volumes: Vec::new(),
             cleaned_up: Vec::new(),
             cleanup_errors: Vec::new(),
+            manifests_skipped: Vec::new(),
             error: None,
             report_key: String::new(),
         }
@@ -183,7 +189,11 @@ pub async fn run(ctx: &Context, task: &DrillTask) -> Result<Vec<DrillReport>, Er
     };
     let mut reports = Vec::new();
     for app in apps {
-        let manifests = catalog.list(Some(&app)).await?;
+        if check_segment("application", &app).is_err() {
+            continue;
+        }
+        let listing = catalog.list(Some(&app)).await?;
+        let manifests = listing.manifests;
         let drill_id = format!("drill-{}", timestamp(OffsetDateTime::now_utc()));
         let mut report = match latest_good(&manifests) {
             Some(m) => drill_backup(ctx, m, &drill_id, task).await,
@@ -192,6 +202,7 @@ pub async fn run(ctx: &Context, task: &DrillTask) -> Result<Vec<DrillReport>, Er
                 ..DrillReport::start(&drill_id, &app, "")
             },
         };
+        report.manifests_skipped = listing.skipped;
         if !report.backup_id.is_empty() {
             report.report_key = format!(
                 "{}/{drill_id}.json",
@@ -229,9 +240,9 @@ async fn drill_backup(
 ) -> DrillReport {
     let mut report = DrillReport::start(drill_id, &manifest.application, &manifest.backup_id);
     for entry in &manifest.databases {
-        let tested = drill_database(ctx, manifest, &entry.database).await;
+        let tested = drill_database(ctx, manifest, entry).await;
         report.databases.push(DatabaseDrill {
-            database: entry.database.clone(),
+            database: entry.label(),
             bytes: entry.artifact.bytes,
             tables_matched: tested.as_ref().ok().copied(),
             error: tested.err().map(|e| Named(&e).to_string()),
@@ -317,12 +328,13 @@ async fn drill_backup(
 async fn drill_database(
     ctx: &Context,
     manifest: &Manifest,
-    database: &str,
+    entry: &DatabaseBackup,
 ) -> Result<usize, Error> {
     let run = manifest.run.as_ref().ok_or_else(|| {
         Error::InvalidInput(format!(
-            "backup {} records no run document, so the server of {database} is unknown",
-            manifest.backup_id
+            "backup {} records no run document, so where {} is cannot be known",
+            manifest.backup_id,
+            entry.label()
         ))
     })?;
     let mut server = None;
@@ -331,20 +343,21 @@ async fn drill_database(
         .iter()
         .filter(|t| matches!(t, Target::Database { .. }))
     {
-        let db = ctx.database(target).await?;
-        if db.dbname == database {
+        let db = ctx.database(&manifest.application, target).await?;
+        if entry.is(&db.server(), &db.dbname) {
             server = Some(db);
             break;
         }
     }
     let server = server.ok_or_else(|| {
         Error::InvalidInput(format!(
-            "no database target of backup {}'s run is {database}",
-            manifest.backup_id
+            "no database target of backup {}'s run is {}",
+            manifest.backup_id,
+            entry.label()
         ))
     })?;
     let mut one = manifest.clone();
-    one.databases.retain(|d| d.database == database);
+    one.databases.retain(|d| d == entry);
     let verified = verify_databases(
         ctx.catalog(),
         &ctx.tools,
@@ -472,6 +485,7 @@ mod tests {
             volumes: Vec::new(),
             cleaned_up: Vec::new(),
             cleanup_errors: Vec::new(),
+            manifests_skipped: Vec::new(),
             error: None,
             report_key: String::new(),
         };

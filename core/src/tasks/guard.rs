@@ -24,9 +24,8 @@ use crate::aws::events::{EventDetail, Outcome};
 use crate::aws::sfn::{execution_arn, execution_trail, sfn_error, start_named};
 use crate::context::Context;
 use crate::error::Error;
-use crate::model::job::{bounded, StepFailure};
+use crate::model::job::{bounded, RestoreOf, StepFailure};
 use crate::model::manifest::Manifest;
-use crate::model::run::RunDocument;
 
 /// The `detail-type` of the events guard mode acts on.
 pub const STAGE_EVENT: &str = "CodePipeline Stage Execution State Change";
@@ -114,14 +113,6 @@ pub struct GuardRestoreInput {
     pub restore_of: RestoreOf,
 }
 
-/// The backup to restore, the run it recorded and the failure that calls for the restore.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RestoreOf {
-    pub backup_id: String,
-    pub run: RunDocument,
-    pub failure: StepFailure,
-}
-
 /// What guard did with one event.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
@@ -191,11 +182,35 @@ pub async fn handle_stage(ctx: &Context, event: StageEvent) -> Result<GuardOutco
         });
     }
     let state_machine = ctx.config.state_machine()?;
-    let Some((manifest, run)) = ctx
-        .catalog()
-        .find_by_pipeline_execution(&stage.execution_id)
-        .await?
-    else {
+    // The application whose backup the stage protects: the one the operator names for the
+    // stage, else the only one that recorded a backup for this execution.
+    let application = match ctx.config.guard.application(&stage.pipeline, &stage.stage) {
+        Some(app) => Some(app.to_string()),
+        None => {
+            let apps = ctx
+                .catalog()
+                .pipeline_execution_applications(&stage.execution_id)
+                .await?;
+            if apps.len() > 1 {
+                return Err(Error::InvalidInput(format!(
+                    "applications {} each recorded a backup for pipeline execution {}: name the \
+                     stage's application in BACKSTOP_GUARD_STAGES (pipeline:stage:application)",
+                    apps.join(", "),
+                    stage.execution_id
+                )));
+            }
+            apps.into_iter().next()
+        }
+    };
+    let found = match &application {
+        Some(app) => {
+            ctx.catalog()
+                .find_by_pipeline_execution(&stage.execution_id, app)
+                .await?
+        }
+        None => None,
+    };
+    let Some((manifest, _run)) = found else {
         let summary = format!(
             "stage {} of pipeline {} failed in execution {}, but no verified backup was taken \
              for that execution: nothing was restored",
@@ -223,7 +238,7 @@ pub async fn handle_stage(ctx: &Context, event: StageEvent) -> Result<GuardOutco
             stage.stage, stage.pipeline, stage.execution_id
         ),
     };
-    start_restore(ctx, state_machine, manifest, run, failure).await
+    start_restore(ctx, state_machine, manifest, failure).await
 }
 
 /// A protect execution that ended FAILED, TIMED_OUT or ABORTED after its deploy began, and
@@ -295,7 +310,7 @@ pub async fn handle_execution(
         .catalog()
         .manifest(&application, &execution.name)
         .await?;
-    let run = manifest.run.take().ok_or_else(|| Error::BackupNotUsable {
+    manifest.run.take().ok_or_else(|| Error::BackupNotUsable {
         backup_id: execution.name.clone(),
         state: "its run was never recorded, so it was never verified".to_string(),
     })?;
@@ -312,7 +327,7 @@ pub async fn handle_execution(
             execution.name, execution.status
         ),
     };
-    let outcome = start_restore(ctx, state_machine, manifest, run, failure.clone()).await?;
+    let outcome = start_restore(ctx, state_machine, manifest, failure.clone()).await?;
     if let GuardOutcome::RestoreStarted { backup_id, .. } = &outcome {
         let detail = EventDetail::new(&failure.cause, &application, backup_id);
         ctx.events()
@@ -345,7 +360,6 @@ async fn start_restore(
     ctx: &Context,
     state_machine: &str,
     manifest: Manifest,
-    run: RunDocument,
     failure: StepFailure,
 ) -> Result<GuardOutcome, Error> {
     let sfn = ctx.sfn();
@@ -366,14 +380,17 @@ async fn start_restore(
         Err(e) => return Err(sfn_error(sfn, "DescribeExecution", e)),
     }
     // Only what identifies the failure goes into the input: a repeated event builds the same
-    // input, so Step Functions treats its start as the same execution.
-    let input = GuardRestoreInput {
-        restore_of: RestoreOf {
-            backup_id: manifest.backup_id.clone(),
-            run,
-            failure,
-        },
+    // input, so Step Functions treats its start as the same execution. The record in the
+    // catalog, which only guard writes, is what authorises the restore.
+    let restore_of = RestoreOf {
+        application: manifest.application.clone(),
+        backup_id: manifest.backup_id.clone(),
+        failure,
     };
+    ctx.catalog()
+        .record_restore_request(&name, &restore_of)
+        .await?;
+    let input = GuardRestoreInput { restore_of };
     let input = serde_json::to_string(&input)
         .map_err(|e| Error::InvalidInput(format!("the restore's input: {e}")))?;
     let started = start_named(sfn, state_machine, &name, &input).await?;
@@ -404,7 +421,7 @@ mod tests {
         assert!(c.guards("billing", "Release"));
         assert!(!c.guards("shop", "Release"));
         assert_eq!(GuardConfig::parse("").unwrap().stages, vec![]);
-        for bad in ["shop", "shop:", ":Deploy", "a:b:c"] {
+        for bad in ["shop", "shop:", ":Deploy", "a:b:c:d", "a:b:c/d"] {
             let e = GuardConfig::parse(bad).unwrap_err();
             assert_eq!(e.error_type(), "InvalidInput", "{bad}");
         }

@@ -18,6 +18,7 @@ use crate::model::run::WaitFor;
 
 /// One look at the job of the report; the report of where it stands now.
 pub async fn handle(ctx: &Context, report: JobReport) -> Result<JobReport, Error> {
+    report.job.check()?;
     match &report.job {
         Job::InstanceBackup { .. } => poll_backup(ctx, report.job).await,
         Job::InstanceRestore { .. } => advance_restore(ctx, report.job).await,

@@ -56,14 +56,17 @@ pub async fn run(ctx: &Context, task: &PruneTask) -> Result<Plan, Error> {
     let mut servers: Vec<DbTarget> = Vec::new();
     let mut unresolved = Vec::new();
     let mut seen = Vec::new();
-    let manifests = ctx.catalog().list(task.application.as_deref()).await?;
+    let listing = ctx.catalog().list(task.application.as_deref()).await?;
+    let manifests = listing.manifests;
     for m in &manifests {
         for target in m.run.iter().flat_map(|r| r.targets.iter()) {
-            if !matches!(target, Target::Database { .. }) || seen.contains(target) {
+            if !matches!(target, Target::Database { .. })
+                || seen.contains(&(m.application.clone(), target.clone()))
+            {
                 continue;
             }
-            seen.push(target.clone());
-            match ctx.database(target).await {
+            seen.push((m.application.clone(), target.clone()));
+            match ctx.database(&m.application, target).await {
                 Ok(db) if !servers.contains(&db) => servers.push(db),
                 Ok(_) => {}
                 Err(e) => unresolved.push(format!("{}: {}", target.label(), Named(&e))),
@@ -80,6 +83,7 @@ pub async fn run(ctx: &Context, task: &PruneTask) -> Result<Plan, Error> {
     )
     .await?;
     plan.servers_skipped.extend(unresolved);
+    plan.manifests_skipped = listing.skipped;
     if !task.dry_run {
         retention::apply(ctx.catalog(), ctx.ec2(), &plan, &servers).await?;
     }

@@ -54,9 +54,11 @@ pub async fn handle(ctx: &Context, input: RestoreTask) -> Result<JobReport, Erro
             advance_restore(ctx, job).await
         }
         Target::Database { .. } => {
-            let db = ctx.database(&task.target).await?;
+            let db = ctx.database(&task.application, &task.target).await?;
             let mut req = RestoreRequest::new(&task.backup_id, RestoreMode::Swap);
+            req.application = Some(task.application.clone());
             req.database = Some(db.dbname.clone());
+            req.server = Some(db.server());
             let report = restore_database(
                 ctx.catalog(),
                 &ctx.tools,
@@ -69,11 +71,13 @@ pub async fn handle(ctx: &Context, input: RestoreTask) -> Result<JobReport, Erro
             Ok(JobReport::completed(
                 Job::DatabaseRestore {
                     database: report.database.clone(),
+                    server: db.server(),
                     failed_state_database: report.failed_state_database.clone(),
                 },
                 format!(
-                    "database {} restored ({} tables match the manifest){}",
+                    "database {} on {} restored ({} tables match the manifest){}",
                     report.database,
+                    db.server(),
                     report.tables.len(),
                     report
                         .failed_state_database

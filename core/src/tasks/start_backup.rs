@@ -44,7 +44,7 @@ pub async fn handle(ctx: &Context, task: TargetTask) -> Result<JobReport, Error>
             poll_backup(ctx, job).await
         }
         Target::Database { .. } => {
-            let db = ctx.database(&task.target).await?;
+            let db = ctx.database(&task.application, &task.target).await?;
             let mut req = BackupRequest::new(&task.application);
             req.backup_id = Some(task.backup_id.clone());
             req.app_version = task.version.commit.clone();
@@ -57,18 +57,18 @@ pub async fn handle(ctx: &Context, task: TargetTask) -> Result<JobReport, Error>
                 std::future::pending(),
             )
             .await?;
-            let bytes = manifest
-                .databases
-                .iter()
-                .find(|d| d.database == db.dbname)
-                .map(|d| d.artifact.bytes)
-                .unwrap_or_default();
+            let entry = manifest.database(&db.server(), &db.dbname)?;
             Ok(JobReport::completed(
                 Job::DatabaseBackup {
                     backup_id: task.backup_id.clone(),
                     database: db.dbname.clone(),
+                    server: entry.server.clone(),
                 },
-                format!("database {} dumped ({bytes} bytes)", db.dbname),
+                format!(
+                    "database {} dumped ({} bytes)",
+                    entry.label(),
+                    entry.artifact.bytes
+                ),
             ))
         }
     }

@@ -170,6 +170,7 @@ async fn running_before(catalog: &Catalog, this: &Manifest) -> Result<Option<Str
     Ok(catalog
         .list(Some(&this.application))
         .await?
+        .manifests
         .into_iter()
         .filter(|m| m.backup_id != this.backup_id && m.started_at <= this.started_at)
         .find(|m| m.deployed.is_some())
@@ -190,10 +191,20 @@ async fn failed_state(
                 job:
                     Some(Job::DatabaseRestore {
                         failed_state_database: Some(name),
+                        server,
                         ..
                     }),
                 ..
-            } => Some(format!("database {name}")),
+            } if server.is_empty() => Some(format!("database {name}")),
+            TargetRestore::Completed {
+                job:
+                    Some(Job::DatabaseRestore {
+                        failed_state_database: Some(name),
+                        server,
+                        ..
+                    }),
+                ..
+            } => Some(format!("database {name} on {server}")),
             _ => None,
         })
         .collect();

@@ -4,6 +4,7 @@
 //! ([`deployment`]), the restored targets and the checks after the restore ([`restore`]), and
 //! the incident report of a failed deploy ([`incident`]).
 
+pub mod authorize_restore;
 pub mod backup;
 pub mod backup_failed;
 pub mod deployment;
@@ -22,6 +23,7 @@ use crate::model::run::{ChecksProgress, RunDocument};
 #[serde(tag = "mode", rename_all = "snake_case")]
 pub enum VerifyTask {
     Run(run::RunTask),
+    AuthorizeRestore(authorize_restore::AuthorizeRestoreTask),
     Backup(backup::BackupTask),
     BackupFailed(backup_failed::BackupFailedTask),
     Deployment(deployment::DeploymentTask),
@@ -35,6 +37,7 @@ pub enum VerifyTask {
 #[serde(untagged)]
 pub enum VerifyOutput {
     Run(Box<RunDocument>),
+    Restore(Box<authorize_restore::AuthorizedRestore>),
     Checks(ChecksProgress),
     Report(VerifyReport),
 }
@@ -65,6 +68,11 @@ pub async fn handle(ctx: &Context, task: VerifyTask) -> Result<VerifyOutput, Err
             return run::handle(ctx, t)
                 .await
                 .map(|doc| VerifyOutput::Run(Box::new(doc)))
+        }
+        VerifyTask::AuthorizeRestore(t) => {
+            return authorize_restore::handle(ctx, t)
+                .await
+                .map(|r| VerifyOutput::Restore(Box::new(r)))
         }
         VerifyTask::Backup(t) => backup::handle(ctx, t).await?,
         VerifyTask::BackupFailed(t) => backup_failed::handle(ctx, t).await?,

@@ -105,15 +105,8 @@ async fn verify_restored_target(
 ) -> Result<Vec<String>, Error> {
     match target {
         Target::Database { .. } => {
-            let db = ctx.database(target).await?;
-            let entry = manifest
-                .databases
-                .iter()
-                .find(|d| d.database == db.dbname)
-                .ok_or_else(|| Error::BackupNotUsable {
-                    backup_id: manifest.backup_id.clone(),
-                    state: format!("holds no database {}", db.dbname),
-                })?;
+            let db = ctx.database(&manifest.application, target).await?;
+            let entry = manifest.database(&db.server(), &db.dbname)?;
             let session = Session::connect(&db).await?;
             check_counts(
                 &entry.tables,
@@ -123,7 +116,7 @@ async fn verify_restored_target(
             )?;
             Ok(vec![format!(
                 "database {} ({} tables, row counts match the backup)",
-                db.dbname,
+                entry.label(),
                 entry.tables.len()
             )])
         }

@@ -1,6 +1,7 @@
 //! verify, mode `run` (Prepare): checks the run document before anything is backed up and
-//! returns it with every default filled in. An alarm check that selects no alarm could never
-//! pass, so it is refused here too.
+//! returns it with every default filled in. A database login the application is not mapped
+//! to is `NotAllowed` here, before any backup; an alarm check that selects no alarm could
+//! never pass, so it is refused here too.
 
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +19,9 @@ pub struct RunTask {
 pub async fn handle(ctx: &Context, task: RunTask) -> Result<RunDocument, Error> {
     let doc = task.document;
     doc.check()?;
+    for target in &doc.targets {
+        ctx.config.access.check(&doc.application, target)?;
+    }
     for (n, check) in doc.checks.alarms.iter().enumerate() {
         if ctx.alarms().select(check).await?.is_empty() {
             return Err(Error::InvalidInput(format!(
