@@ -32,7 +32,7 @@ impl Access {
     pub fn parse(json: &str) -> Result<Access, Error> {
         let map: BTreeMap<String, BTreeSet<String>> = serde_json::from_str(json).map_err(|e| {
             Error::InvalidInput(format!(
-                "BACKSTOP_APPLICATION_SECRETS is not a JSON object of application to a list of                  secrets: {e}"
+                "BACKSTOP_APPLICATION_SECRETS is not a JSON object of application to a list of secrets: {e}"
             ))
         })?;
         for (app, allowed) in &map {
@@ -42,7 +42,7 @@ impl Access {
                 .any(|a| a.trim().is_empty() || a.contains('*'))
             {
                 return Err(Error::InvalidInput(format!(
-                    "BACKSTOP_APPLICATION_SECRETS: application {app} lists an empty or                      wildcard entry; name each secret (or env:VARIABLE) exactly"
+                    "BACKSTOP_APPLICATION_SECRETS: application {app} lists an empty or wildcard entry; name each secret (or env:VARIABLE) exactly"
                 )));
             }
         }
@@ -70,7 +70,7 @@ impl Access {
             Ok(())
         } else {
             Err(Error::NotAllowed(format!(
-                "application {application} may not use database {what}: the operator maps                  each application to its secrets (ApplicationSecrets in the template)"
+                "application {application} may not use database {what}: the operator maps each application to its secrets (ApplicationSecrets in the template)"
             )))
         }
     }
