@@ -49,6 +49,13 @@ impl Access {
         Ok(Access::Mapped(map))
     }
 
+    /// `NotAllowed` unless the run's application may use every login the run names.
+    pub fn check_run(&self, run: &crate::model::run::RunDocument) -> Result<(), Error> {
+        run.targets
+            .iter()
+            .try_for_each(|t| self.check(&run.application, t))
+    }
+
     /// `NotAllowed` unless `application`'s runs may use `target`'s login: its `secret_id` as
     /// listed (name or ARN, exactly as written), or its `url_env` listed as `env:NAME`.
     pub fn check(&self, application: &str, target: &Target) -> Result<(), Error> {

@@ -62,9 +62,7 @@ pub async fn handle(ctx: &Context, task: AuthorizeRestoreTask) -> Result<Authori
         )));
     }
     run.check()?;
-    for target in &run.targets {
-        ctx.config.access.check(&run.application, target)?;
-    }
+    ctx.config.access.check_run(&run)?;
     Ok(AuthorizedRestore {
         backup_id: request.backup_id,
         run,

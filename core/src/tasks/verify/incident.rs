@@ -195,16 +195,11 @@ async fn failed_state(
                         ..
                     }),
                 ..
-            } if server.is_empty() => Some(format!("database {name}")),
-            TargetRestore::Completed {
-                job:
-                    Some(Job::DatabaseRestore {
-                        failed_state_database: Some(name),
-                        server,
-                        ..
-                    }),
-                ..
-            } => Some(format!("database {name} on {server}")),
+            } => Some(match server.as_str() {
+                // A job recorded before databases were identified with their server.
+                "" => format!("database {name}"),
+                server => format!("database {name} on {server}"),
+            }),
             _ => None,
         })
         .collect();

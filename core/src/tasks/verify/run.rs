@@ -19,9 +19,7 @@ pub struct RunTask {
 pub async fn handle(ctx: &Context, task: RunTask) -> Result<RunDocument, Error> {
     let doc = task.document;
     doc.check()?;
-    for target in &doc.targets {
-        ctx.config.access.check(&doc.application, target)?;
-    }
+    ctx.config.access.check_run(&doc)?;
     for (n, check) in doc.checks.alarms.iter().enumerate() {
         if ctx.alarms().select(check).await?.is_empty() {
             return Err(Error::InvalidInput(format!(
