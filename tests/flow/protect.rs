@@ -7,8 +7,11 @@
 use aws_sdk_ec2::types::Filter;
 use serde_json::{json, Value};
 
+use backstop_testbed::PgCluster;
+
 use crate::support::{
-    guarded, sample_event, Answering, Bed, TempFile, DESTRUCTIVE_MIGRATION, SHOP_SCHEMA,
+    guarded, sample_event, table_checksums, Answering, Bed, TempFile, DESTRUCTIVE_MIGRATION,
+    SHOP_SCHEMA,
 };
 
 /// The statement a deploy stand-in runs: a new order, so a restore is visible.
@@ -637,6 +640,102 @@ fn two_databases_and_two_instances_go_through_the_map() {
     let mut want = ids.to_vec();
     want.sort();
     assert_eq!(names("instances", "instance_id"), want);
+}
+
+/// Two targets named `shop`, one on each of two servers, each holding different orders: the
+/// backup keeps two dumps under two keys, and after a failed deploy broke both, each server's
+/// `shop` is back to its own data (not the other's dump restored twice).
+#[test]
+fn same_database_name_on_two_servers_is_restored_each_from_its_own_dump() {
+    let other = PgCluster::start().expect("a second cluster starts");
+    other.create_db("shop").unwrap();
+    other.psql_script("shop", SHOP_SCHEMA).unwrap();
+    other
+        .psql(
+            "shop",
+            "INSERT INTO orders (customer_id, product_id, qty, note) \
+             VALUES (2, 1, 7, 'only on the second server')",
+        )
+        .unwrap();
+    let other_url = other.url("shop");
+    let breaks_both = format!(
+        "cat > /dev/null; for url in \"$SHOP_DB_URL\" \"$OTHER_SHOP_DB_URL\"; do \
+         \"$PG_BIN_DIR/psql\" -q -v ON_ERROR_STOP=1 \"$url\" \
+         -c \"UPDATE orders SET qty = 0, note = 'broken by v1.5.0'\" >/dev/null || exit 2; done; \
+         echo 'v1.5.0 broke the orders' >&2; exit 1"
+    );
+    let bed = shop_bed(
+        &[("OTHER_SHOP_DB_URL", &other_url)],
+        &[("shop-deploy", &breaks_both)],
+    );
+    let before = (bed.table_checksums("shop"), table_checksums(&other, "shop"));
+    assert_ne!(before.0, before.1, "the two servers' shops differ");
+    let servers = [
+        format!("127.0.0.1:{}", bed.pg().port),
+        format!("127.0.0.1:{}", other.port),
+    ];
+    let id = bed.launch_instance();
+    let mut doc = run_document(&bed, &id, "shop-deploy", "0");
+    doc["targets"] = json!([
+        {"type": "database", "url_env": "SHOP_DB_URL"},
+        {"type": "database", "url_env": "OTHER_SHOP_DB_URL"}
+    ]);
+    doc["checks"] = json!({});
+    let (run, outcome) = bed.cli().run_document(&doc);
+    assert!(!run.ok, "{}", run.all());
+    assert_eq!(outcome["error"], "DeployFailed", "{outcome}");
+
+    // Two entries, one per server, each with its own dump.
+    let name = outcome["name"].as_str().unwrap();
+    let manifest = bed.manifest("shop", name);
+    let entries = manifest["databases"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{manifest}");
+    let mut seen: Vec<(String, String)> = entries
+        .iter()
+        .map(|d| {
+            assert_eq!(d["database"], "shop", "{d}");
+            (
+                d["server"].as_str().unwrap().to_string(),
+                d["artifact"]["key"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    seen.sort();
+    let mut want_servers = servers.to_vec();
+    want_servers.sort();
+    assert_eq!(
+        seen.iter().map(|(s, _)| s.clone()).collect::<Vec<_>>(),
+        want_servers
+    );
+    assert_ne!(seen[0].1, seen[1].1, "one key per server: {seen:?}");
+    for (server, key) in &seen {
+        assert!(
+            key.ends_with(&format!("/db/{}/shop.dump", server.replace(':', "%3A"))),
+            "{key}"
+        );
+        assert!(!bed.get(key).is_empty(), "{key}");
+    }
+
+    // Each server's shop holds its own orders again, and each kept its broken state.
+    let restored = cause_of(&outcome)["restored"].to_string();
+    for server in &servers {
+        assert!(
+            restored.contains(&format!(
+                "database shop on {server} (3 tables, row counts match"
+            )),
+            "{restored}"
+        );
+    }
+    assert_eq!(bed.table_checksums("shop"), before.0);
+    assert_eq!(table_checksums(&other, "shop"), before.1);
+    assert_eq!(bed.databases_named("shop_failed_").len(), 1);
+    let kept = other
+        .psql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname LIKE 'shop_failed_%'",
+        )
+        .unwrap();
+    assert_eq!(kept.trim(), "1");
 }
 
 /// The stage event CodePipeline sends when stage `stage` of `shop-pipeline` changes state: the

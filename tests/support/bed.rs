@@ -554,28 +554,7 @@ impl Bed {
 impl Bed {
     /// Ordered-content checksum of every user table: `schema.table -> md5`.
     pub fn table_checksums(&self, db: &str) -> Vec<(String, String)> {
-        let pg = self.pg();
-        let tables = pg
-            .psql(
-                db,
-                "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables \
-                 WHERE schemaname NOT IN ('pg_catalog','information_schema') ORDER BY 1",
-            )
-            .unwrap();
-        tables
-            .lines()
-            .map(|t| {
-                let sum = pg
-                    .psql(
-                        db,
-                        &format!(
-                            "SELECT coalesce(md5(string_agg(x::text, '|' ORDER BY x::text)), 'empty') FROM {t} x"
-                        ),
-                    )
-                    .unwrap();
-                (t.to_string(), sum)
-            })
-            .collect()
+        table_checksums(self.pg(), db)
     }
 
     /// Every database on the cluster, sorted.
@@ -692,6 +671,31 @@ impl Bed {
             }
         }
     }
+}
+
+/// Ordered-content checksum of every user table of `db` on `pg`: `schema.table -> md5`.
+pub fn table_checksums(pg: &PgCluster, db: &str) -> Vec<(String, String)> {
+    let tables = pg
+        .psql(
+            db,
+            "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables \
+             WHERE schemaname NOT IN ('pg_catalog','information_schema') ORDER BY 1",
+        )
+        .unwrap();
+    tables
+        .lines()
+        .map(|t| {
+            let sum = pg
+                .psql(
+                    db,
+                    &format!(
+                        "SELECT coalesce(md5(string_agg(x::text, '|' ORDER BY x::text)), 'empty') FROM {t} x"
+                    ),
+                )
+                .unwrap();
+            (t.to_string(), sum)
+        })
+        .collect()
 }
 
 /// Tags as a map, for comparisons.

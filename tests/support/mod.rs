@@ -23,7 +23,7 @@ mod limits;
 mod local;
 pub mod offline;
 
-pub use bed::{tags_of, Bed, BedBuilder};
+pub use bed::{table_checksums, tags_of, Bed, BedBuilder};
 pub use cli::{Cli, Run};
 pub use fixtures::{Answering, FakeTools, TempFile, BIG_TABLE, DESTRUCTIVE_MIGRATION, SHOP_SCHEMA};
 pub use limits::limits_checked;
