@@ -101,6 +101,9 @@ pub fn restored(report: &RestoreReport) {
             report.tables_not_in_backup.join(", ")
         );
     }
+    for line in &report.properties_not_restored {
+        say!("not put back: {line}");
+    }
 }
 
 /// `ec2 backup`: the instances whose backup started, with their volume counts.

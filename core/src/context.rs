@@ -14,7 +14,7 @@ use crate::aws::events::Notifier;
 use crate::aws::SharedConfig;
 use crate::catalog::{Catalog, DEFAULT_PREFIX};
 use crate::checks::Checker;
-use crate::db::target::{Access, DbTarget};
+use crate::db::target::{Access, DbTarget, TlsPolicy};
 use crate::db::tools::PgTools;
 use crate::error::Error;
 use crate::model::run::Target;
@@ -46,6 +46,8 @@ pub struct Config {
     /// `BACKSTOP_APPLICATION_SECRETS`: which database logins each application's runs may
     /// use. Unset: unrestricted on an operator's machine, nothing at all in a Lambda function.
     pub access: Access,
+    /// `BACKSTOP_DB_SSLMODE` and `BACKSTOP_DB_SSLROOTCERT`: TLS to the servers behind secrets.
+    pub tls: TlsPolicy,
 }
 
 /// The scheduled prune's policy: `BACKSTOP_RETENTION_KEEP_LAST` (default 3),
@@ -98,6 +100,7 @@ impl Config {
             retention: RetentionSettings::default(),
             drill_volume_wait_seconds: DEFAULT_DRILL_VOLUME_WAIT_SECONDS,
             access: Access::Unrestricted,
+            tls: TlsPolicy::default(),
         }
     }
 
@@ -128,6 +131,10 @@ impl Config {
             None if var("AWS_LAMBDA_FUNCTION_NAME").is_some() => Access::Mapped(Default::default()),
             None => Access::Unrestricted,
         };
+        config.tls = TlsPolicy::new(
+            var("BACKSTOP_DB_SSLMODE"),
+            var("BACKSTOP_DB_SSLROOTCERT").map(PathBuf::from),
+        )?;
         config.drill_volume_wait_seconds = parsed(
             "BACKSTOP_DRILL_VOLUME_WAIT_SECONDS",
             config.drill_volume_wait_seconds,
@@ -303,13 +310,21 @@ impl Context {
             alarms: self.alarms(),
             secrets: self.secrets(),
             access: &self.config.access,
+            tls: &self.config.tls,
         }
     }
 
     /// Where a database target of `application`'s run is and how to log in, when the
     /// application may use it.
     pub async fn database(&self, application: &str, target: &Target) -> Result<DbTarget, Error> {
-        DbTarget::resolve(self.secrets(), &self.config.access, application, target).await
+        DbTarget::resolve(
+            self.secrets(),
+            &self.config.access,
+            &self.config.tls,
+            application,
+            target,
+        )
+        .await
     }
 }
 

@@ -12,7 +12,7 @@ mod run;
 
 use backstop_core::aws::{load_config, s3_client, secrets_client};
 use backstop_core::catalog::{Catalog, DEFAULT_PREFIX};
-use backstop_core::db::target::DbTarget;
+use backstop_core::db::target::{DbTarget, TlsPolicy};
 use backstop_core::store::S3Store;
 use backstop_core::{Config, Context, Error};
 use clap::{Args, Parser, Subcommand};
@@ -127,6 +127,14 @@ pub struct DatabaseArgs {
     /// Database name, overriding the secret's dbname.
     #[arg(long, requires = "database_secret")]
     pub dbname: Option<String>,
+    /// libpq sslmode for the secret's server (a URL carries its own, so this is unused with
+    /// one): disable, allow, prefer (the default), require, verify-ca or verify-full.
+    #[arg(long, env = "BACKSTOP_DB_SSLMODE")]
+    pub sslmode: Option<String>,
+    /// The CA bundle to verify the secret's server with (RDS: global-bundle.pem); without
+    /// it, the system's roots (unused with a URL, which carries its own).
+    #[arg(long, env = "BACKSTOP_DB_SSLROOTCERT")]
+    pub sslrootcert: Option<std::path::PathBuf>,
 }
 
 impl DatabaseArgs {
@@ -135,8 +143,11 @@ impl DatabaseArgs {
         match (&self.database_url, &self.database_secret) {
             (Some(url), None) => DbTarget::from_url(url),
             (None, Some(secret)) => {
+                let tls = TlsPolicy::new(self.sslmode.clone(), self.sslrootcert.clone())?;
                 let client = secrets_client(&load_config().await);
-                DbTarget::from_secret(&client, secret, self.dbname.as_deref()).await
+                let mut db = DbTarget::from_secret(&client, secret, self.dbname.as_deref()).await?;
+                tls.secure(&mut db, None)?;
+                Ok(db)
             }
             _ => Err(Error::InvalidInput(
                 "give the database as --database-url (or BACKSTOP_DATABASE_URL) or \

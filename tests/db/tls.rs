@@ -65,3 +65,61 @@ fn backup_and_restore_over_tls_with_sslmode_semantics() {
     assert!(run.ok, "{}", run.all());
     assert_eq!(bed.table_checksums("app"), original);
 }
+
+/// A secret in the RDS shape says nothing of TLS: the operator's sslmode and CA bundle
+/// (`--sslmode`/`--sslrootcert`, `DatabaseSslMode`/`DatabaseSslRootCert` in the template)
+/// decide how its server is reached, and verify-full refuses a certificate it cannot trust.
+#[test]
+fn a_secrets_server_is_verified_with_the_operators_sslmode_and_bundle() {
+    let bed = Bed::new()
+        .tls_only()
+        .database("app", SHOP_SCHEMA)
+        .moto()
+        .build();
+    let cli = bed.cli();
+    let pg = bed.pg();
+    let secret = serde_json::json!({
+        "engine": "postgres", "host": "127.0.0.1", "port": pg.port,
+        "username": pg.user, "password": pg.password, "dbname": "app",
+    });
+    bed.rt
+        .block_on(
+            bed.secrets()
+                .create_secret()
+                .name("prod/app/db")
+                .secret_string(secret.to_string())
+                .send(),
+        )
+        .unwrap();
+    let backup = |extra: &[&str]| {
+        let mut args = vec!["db", "backup", "--database-secret", "prod/app/db"];
+        args.extend_from_slice(extra);
+        cli.catalog(&args)
+    };
+    // Without a CA bundle the system's roots do not know this server: refused, nothing written.
+    let run = backup(&["--sslmode", "verify-full"]);
+    assert!(!run.ok);
+    assert!(
+        run.stderr.contains("error: DatabaseError:")
+            && run.stderr.to_lowercase().contains("certificate"),
+        "{}",
+        run.stderr
+    );
+    assert!(bed.keys().is_empty(), "nothing written: {:?}", bed.keys());
+    let run = backup(&["--sslmode", "sometimes"]);
+    assert!(!run.ok);
+    assert!(
+        run.stderr.contains("error: InvalidInput:"),
+        "{}",
+        run.stderr
+    );
+    // With the bundle, verified end to end (the session and pg_dump alike).
+    let ca = pg.ca_cert().unwrap();
+    let run = backup(&[
+        "--sslmode",
+        "verify-full",
+        "--sslrootcert",
+        ca.to_str().unwrap(),
+    ]);
+    assert!(run.ok, "{}", run.all());
+}

@@ -658,12 +658,11 @@ fn same_database_name_on_two_servers_is_restored_each_from_its_own_dump() {
         )
         .unwrap();
     let other_url = other.url("shop");
-    let breaks_both = format!(
-        "cat > /dev/null; for url in \"$SHOP_DB_URL\" \"$OTHER_SHOP_DB_URL\"; do \
+    let breaks_both = "cat > /dev/null; for url in \"$SHOP_DB_URL\" \"$OTHER_SHOP_DB_URL\"; do \
          \"$PG_BIN_DIR/psql\" -q -v ON_ERROR_STOP=1 \"$url\" \
          -c \"UPDATE orders SET qty = 0, note = 'broken by v1.5.0'\" >/dev/null || exit 2; done; \
          echo 'v1.5.0 broke the orders' >&2; exit 1"
-    );
+        .to_string();
     let bed = shop_bed(
         &[("OTHER_SHOP_DB_URL", &other_url)],
         &[("shop-deploy", &breaks_both)],

@@ -83,6 +83,12 @@ impl Cli {
         self
     }
 
+    /// Logs in to the cluster as `user` with `password` instead of its superuser.
+    pub fn login_as(mut self, port: u16, user: &str, password: &str) -> Cli {
+        self.pg_url = Some(format!("postgres://{user}:{password}@127.0.0.1:{port}/"));
+        self
+    }
+
     /// The PostgreSQL tools in `dir` instead (stand-ins).
     pub fn tools(mut self, dir: &Path) -> Cli {
         self.pg_bin = Some(dir.to_path_buf());

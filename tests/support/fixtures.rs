@@ -76,6 +76,22 @@ impl FakeTools {
         std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
         FakeTools(dir)
     }
+
+    /// A `pg_dump` that waits `seconds` before it runs the real one (in `pg_bin`), as a slow
+    /// start on a busy host would.
+    pub fn pg_dump_late(pg_bin: &Path, seconds: u32) -> FakeTools {
+        let tools = FakeTools::pg_dump(pg_bin, "cat");
+        let real = pg_bin.join("pg_dump");
+        std::fs::write(
+            tools.0.join("pg_dump"),
+            format!(
+                "#!/bin/sh\ncase \"$1\" in --version) exec '{real}' \"$@\";; esac\nsleep {seconds}\nexec '{real}' \"$@\"\n",
+                real = real.display()
+            ),
+        )
+        .unwrap();
+        tools
+    }
 }
 
 impl Drop for FakeTools {

@@ -19,7 +19,7 @@ use serde_json::json;
 
 use backstop_core::aws::cloudwatch::Alarms;
 use backstop_core::checks::Checker;
-use backstop_core::db::target::Access;
+use backstop_core::db::target::{Access, TlsPolicy};
 use backstop_core::model::run::RunDocument;
 use backstop_core::tasks::verify::run::RunTask;
 use backstop_core::tasks::verify::{self, VerifyTask};
@@ -67,6 +67,7 @@ impl Checks {
             alarms: &self.alarms,
             secrets: &self.secrets,
             access: &Access::Unrestricted,
+            tls: &TlsPolicy::default(),
         };
         rt().block_on(checker.run(doc))
     }

@@ -69,6 +69,7 @@ pub fn database_part(database: &str, key: &str, bytes: u64) -> DatabaseBackup {
             table: "orders".to_string(),
             rows: 4000,
         }],
+        properties: None,
     }
 }
 

@@ -12,7 +12,7 @@ pub mod sql;
 use std::time::Duration;
 
 use crate::aws::cloudwatch::Alarms;
-use crate::db::target::Access;
+use crate::db::target::{Access, TlsPolicy};
 use crate::error::Error;
 use crate::model::run::{ChecksProgress, ChecksStatus, RunDocument};
 use time::OffsetDateTime;
@@ -24,6 +24,8 @@ pub struct Checker<'a> {
     pub secrets: &'a aws_sdk_secretsmanager::Client,
     /// Which logins the run's application may use.
     pub access: &'a Access,
+    /// TLS to the servers behind secrets.
+    pub tls: &'a TlsPolicy,
 }
 
 /// What a round and the recording after it may take at most: rounds stop this long before the
@@ -106,7 +108,7 @@ impl Checker<'_> {
             alarms::check(self.alarms, a).await?;
         }
         for (i, q) in run.checks.sql.iter().enumerate() {
-            sql::check(self.secrets, self.access, run, i, q).await?;
+            sql::check(self.secrets, self.access, self.tls, run, i, q).await?;
         }
         Ok(())
     }

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use crate::db::session::Session;
-use crate::db::target::{Access, DbTarget};
+use crate::db::target::{Access, DbTarget, TlsPolicy};
 use crate::error::Error;
 use crate::model::run::{RunDocument, SqlCheck, Target};
 
@@ -23,11 +23,12 @@ const QUERY_SHOWN: usize = 60;
 pub async fn check(
     secrets: &aws_sdk_secretsmanager::Client,
     access: &Access,
+    tls: &TlsPolicy,
     run: &RunDocument,
     index: usize,
     q: &SqlCheck,
 ) -> Result<(), Error> {
-    let db = database_of(secrets, access, run, q.database.as_deref()).await?;
+    let db = database_of(secrets, access, tls, run, q.database.as_deref()).await?;
     let label = format!(
         "SQL check {} ({}) on {} at {}",
         index + 1,
@@ -76,6 +77,7 @@ fn shown(query: &str) -> String {
 async fn database_of(
     secrets: &aws_sdk_secretsmanager::Client,
     access: &Access,
+    tls: &TlsPolicy,
     run: &RunDocument,
     name: Option<&str>,
 ) -> Result<DbTarget, Error> {
@@ -87,7 +89,7 @@ async fn database_of(
         .collect();
     let Some(n) = name else {
         return match dbs.as_slice() {
-            [only] => DbTarget::resolve(secrets, access, app, only).await,
+            [only] => DbTarget::resolve(secrets, access, tls, app, only).await,
             _ => Err(Error::InvalidInput(
                 "a SQL check must name its database when the run has several".to_string(),
             )),
@@ -106,6 +108,7 @@ async fn database_of(
                 dbname,
                 url_env,
                 secret_id,
+                ..
             } => [dbname, url_env, secret_id]
                 .iter()
                 .any(|v| v.as_deref() == Some(n)),
@@ -113,13 +116,13 @@ async fn database_of(
         })
         .collect();
     match declared.as_slice() {
-        [one] => return DbTarget::resolve(secrets, access, app, one).await,
+        [one] => return DbTarget::resolve(secrets, access, tls, app, one).await,
         [] => {}
         _ => return Err(ambiguous()),
     }
     let mut found = Vec::new();
     for t in dbs {
-        let db = DbTarget::resolve(secrets, access, app, t).await?;
+        let db = DbTarget::resolve(secrets, access, tls, app, t).await?;
         if db.dbname == n {
             found.push(db);
         }

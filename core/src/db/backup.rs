@@ -12,6 +12,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use crate::catalog::Catalog;
+use crate::db::properties;
 use crate::db::session::Session;
 use crate::db::target::DbTarget;
 use crate::db::tools::{describe_exit, stderr_tail, PgTools};
@@ -139,6 +140,7 @@ pub async fn backup_database(
 
     let session = Session::connect(db).await?;
     let (server_version, server_version_num) = session.server_version().await?;
+    let properties = properties::read(&session, &db.dbname).await?;
     let snapshot = session.begin_exported_snapshot().await?;
 
     let started_at = OffsetDateTime::now_utc();
@@ -235,6 +237,7 @@ pub async fn backup_database(
             parts,
         },
         tables,
+        properties: Some(properties),
     });
     manifest.state = BackupState::Completed;
     manifest.finished_at = OffsetDateTime::now_utc();

@@ -9,6 +9,11 @@
 //!   off), then `pg_restore --clean --if-exists --single-transaction`: all or nothing. A corrupt
 //!   object is detected before `pg_restore` sees its end, so it never commits.
 //!
+//! In both modes the database object's own properties recorded at backup (owner, connection
+//! limit, comment, privileges, settings) are put back afterwards ([`properties::apply`]); in a
+//! swap before the swap, so a failure leaves the target untouched. What the server refuses to
+//! the owner (a superuser-only setting, say) is reported, not fatal.
+//!
 //! Version policy: a backup taken from a newer PostgreSQL major version than the target server
 //! runs is refused (`IncompatibleServerVersion`) before anything is touched.
 
@@ -21,6 +26,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::catalog::Catalog;
 use crate::db::backup::{backup_database, run_bounded, BackupRequest, Compression};
+use crate::db::properties;
 use crate::db::session::Session;
 use crate::db::target::{DbTarget, Password};
 use crate::db::tools::{conninfo_dbname, describe_exit, stderr_tail, PgTools};
@@ -103,6 +109,9 @@ pub struct RestoreReport {
     /// Tables present after an in-place restore that the backup does not have (created by the
     /// failed deploy; in-place restore does not drop what the archive does not name).
     pub tables_not_in_backup: Vec<String>,
+    /// The database's own properties (owner, settings, privileges, …) that could not be put
+    /// back, each with the server's reason; the data is restored all the same.
+    pub properties_not_restored: Vec<String>,
     pub seconds: f64,
 }
 
@@ -139,14 +148,16 @@ pub async fn restore_database(
         bytes: entry.artifact.bytes,
         tables: Vec::new(),
         tables_not_in_backup: Vec::new(),
+        properties_not_restored: Vec::new(),
         seconds: 0.0,
     };
     match req.mode {
         RestoreMode::Swap => {
-            let (tables, failed) =
+            let swapped =
                 restore_swap(catalog, tools, &maint, target, entry, req, progress, cancel).await?;
-            report.tables = tables;
-            report.failed_state_database = failed;
+            report.tables = swapped.tables;
+            report.failed_state_database = swapped.failed_state;
+            report.properties_not_restored = swapped.properties_not_restored;
         }
         RestoreMode::InPlace => {
             if req.forensic_dump {
@@ -190,6 +201,18 @@ pub async fn restore_database(
             let session = Session::connect(target).await?;
             let found = session.row_counts().await?;
             check_counts(&entry.tables, &found, &target.dbname, true)?;
+            drop(session);
+            if let Some(props) = &entry.properties {
+                report.properties_not_restored =
+                    properties::apply(&maint, &target.dbname, &target.dbname, props)
+                        .await
+                        .map_err(|e| {
+                            Error::RestoreIncomplete(format!(
+                                "the data of {} is restored, but its own properties (owner, settings, privileges) were not put back: {e}",
+                                target.dbname
+                            ))
+                        })?;
+            }
             report.tables_not_in_backup = found
                 .iter()
                 .filter(|f| {
@@ -297,6 +320,13 @@ pub fn timestamp(now: OffsetDateTime) -> String {
     )
 }
 
+/// What a swap did.
+struct Swapped {
+    tables: Vec<TableCount>,
+    failed_state: Option<String>,
+    properties_not_restored: Vec<String>,
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn restore_swap(
     catalog: &Catalog,
@@ -307,7 +337,7 @@ async fn restore_swap(
     req: &RestoreRequest,
     progress: &dyn Progress,
     cancel: impl Future<Output = ()>,
-) -> Result<(Vec<TableCount>, Option<String>), Error> {
+) -> Result<Swapped, Error> {
     let ts = timestamp(OffsetDateTime::now_utc());
     let fresh = derived_name(&target.dbname, &format!("restore_{ts}"));
     let failed = derived_name(&target.dbname, &format!("failed_{ts}"));
@@ -331,7 +361,15 @@ async fn restore_swap(
         req.timeout,
         cancel,
     );
-    let tables = match prepared.await {
+    let shaped = async {
+        let tables = prepared.await?;
+        let not_restored = match &entry.properties {
+            Some(props) => properties::apply(maint, &fresh, &target.dbname, props).await?,
+            None => Vec::new(),
+        };
+        Ok::<_, Error>((tables, not_restored))
+    };
+    let (tables, properties_not_restored) = match shaped.await {
         Ok(t) => t,
         Err(e) => {
             if let Err(drop_err) = maint.drop_database(&fresh).await {
@@ -343,7 +381,11 @@ async fn restore_swap(
 
     if !target_exists {
         maint.rename_database(&fresh, &target.dbname).await?;
-        return Ok((tables, None));
+        return Ok(Swapped {
+            tables,
+            failed_state: None,
+            properties_not_restored,
+        });
     }
     // The swap: close the target, move it aside, move the restored database in.
     if let Err(e) = maint.close_database(&target.dbname).await {
@@ -376,7 +418,11 @@ async fn restore_swap(
     if let Err(e) = maint.open_database(&failed).await {
         tracing::warn!(database = failed, error = %e, "the kept failed-state database still refuses connections");
     }
-    Ok((tables, Some(failed)))
+    Ok(Swapped {
+        tables,
+        failed_state: Some(failed),
+        properties_not_restored,
+    })
 }
 
 /// Restores `entry` into the new, empty database `into` (progress under `label`) and counts

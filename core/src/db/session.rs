@@ -10,6 +10,17 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// Quotes a PostgreSQL string literal; one holding a backslash is an escape string (`E'…'`),
+/// so it means the same whatever `standard_conforming_strings` says.
+pub fn quote_literal(text: &str) -> String {
+    let quoted = text.replace('\'', "''");
+    if text.contains('\\') {
+        format!("E'{}'", quoted.replace('\\', "\\\\"))
+    } else {
+        format!("'{quoted}'")
+    }
+}
+
 /// A server's version as `SHOW server_version_num` gives it, e.g. 150018.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ServerVersion(pub u32);
@@ -20,7 +31,15 @@ impl ServerVersion {
     }
 }
 
-/// A SQL session on one database.
+/// The longest any one of Backstop's own statements may run (a row count of a very large
+/// table is the longest); the operation's own deadline usually ends it sooner.
+pub const STATEMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The longest Backstop's own statements wait for a lock another session holds.
+pub const LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A SQL session on one database, with Backstop's own [`STATEMENT_TIMEOUT`] and
+/// [`LOCK_TIMEOUT`], and no idle-in-transaction timeout whatever the database sets.
 pub struct Session {
     client: tokio_postgres::Client,
     target: DbTarget,
@@ -45,6 +64,18 @@ impl Session {
             Some(connector) => open(&cfg, connector, target).await?,
             None => open(&cfg, tokio_postgres::NoTls, target).await?,
         };
+        // Backstop's own statements have their own bounds, whatever the database sets for its
+        // application: none waits on a lock for long or runs for hours, and the snapshot
+        // transaction of a backup may sit idle while pg_dump works.
+        client
+            .batch_execute(&format!(
+                "SET statement_timeout = {}; SET lock_timeout = {}; \
+                 SET idle_in_transaction_session_timeout = 0",
+                STATEMENT_TIMEOUT.as_millis(),
+                LOCK_TIMEOUT.as_millis()
+            ))
+            .await
+            .map_err(|e| db_error(target, &e))?;
         Ok(Session {
             client,
             target: target.clone(),
@@ -56,6 +87,16 @@ impl Session {
     }
 
     fn err(&self, e: &tokio_postgres::Error) -> Error {
+        db_error(&self.target, e)
+    }
+
+    /// The connection, for the modules of this folder that need more than these methods.
+    pub(crate) fn client(&self) -> &tokio_postgres::Client {
+        &self.client
+    }
+
+    /// An error of this session as [`Error::Database`], naming the target.
+    pub(crate) fn error(&self, e: &tokio_postgres::Error) -> Error {
         db_error(&self.target, e)
     }
 

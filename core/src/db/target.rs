@@ -14,6 +14,60 @@ use serde::Deserialize;
 use crate::error::Error;
 use crate::model::run::Target;
 
+/// How the servers behind secrets are reached: the operator's `sslmode` (the least a run
+/// document may ask for) and CA bundle. A secret in the RDS shape says nothing of TLS, so
+/// without this a secret's server would be reached with libpq's `prefer`: encrypted when
+/// offered, never verified.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsPolicy {
+    /// `BACKSTOP_DB_SSLMODE`; unset: `prefer` (local use).
+    pub sslmode: Option<String>,
+    /// `BACKSTOP_DB_SSLROOTCERT`: the CA bundle (RDS's `global-bundle.pem`); unset: the
+    /// system's roots.
+    pub sslrootcert: Option<std::path::PathBuf>,
+}
+
+impl TlsPolicy {
+    /// The operator's policy; `InvalidInput` for an unknown mode.
+    pub fn new(
+        sslmode: Option<String>,
+        sslrootcert: Option<std::path::PathBuf>,
+    ) -> Result<TlsPolicy, Error> {
+        if let Some(mode) = &sslmode {
+            if crate::db::tls::strictness(mode).is_none() {
+                return Err(Error::InvalidInput(format!(
+                    "BACKSTOP_DB_SSLMODE={mode:?}: use one of {}",
+                    crate::db::tls::SSLMODES.join(", ")
+                )));
+            }
+        }
+        Ok(TlsPolicy {
+            sslmode,
+            sslrootcert,
+        })
+    }
+
+    /// Gives a secret's target its TLS: the run's `sslmode` when it is at least as strict as
+    /// the operator's (else `NotAllowed`), otherwise the operator's; the operator's bundle.
+    pub fn secure(&self, db: &mut DbTarget, asked: Option<&str>) -> Result<(), Error> {
+        let floor = self.sslmode.as_deref();
+        let mode = match (asked, floor) {
+            (Some(a), Some(f))
+                if crate::db::tls::strictness(a) < crate::db::tls::strictness(f) =>
+            {
+                return Err(Error::NotAllowed(format!(
+                    "sslmode {a} is weaker than the operator's {f} (DatabaseSslMode in the template)"
+                )))
+            }
+            (Some(a), _) => Some(a),
+            (None, f) => f,
+        };
+        db.sslmode = mode.map(str::to_string);
+        db.sslrootcert = self.sslrootcert.clone();
+        Ok(())
+    }
+}
+
 /// Which database logins each application's runs may use. A Lambda function's role reaches
 /// every secret in the stack's `DatabaseSecretArns` whichever run document it serves, so IAM
 /// alone cannot keep one team's run document away from another team's database: the
@@ -272,11 +326,12 @@ impl DbTarget {
     }
 
     /// Where a database target of `application`'s run is and how to log in, once `access`
-    /// allows it: from its secret, or (local use) from the URL in the environment variable
-    /// it names; its `dbname` overrides a URL's.
+    /// allows it: from its secret (with TLS as `tls` and the target say), or (local use) from
+    /// the URL in the environment variable it names; its `dbname` overrides a URL's.
     pub async fn resolve(
         secrets: &aws_sdk_secretsmanager::Client,
         access: &Access,
+        tls: &TlsPolicy,
         application: &str,
         target: &Target,
     ) -> Result<Self, Error> {
@@ -285,6 +340,7 @@ impl DbTarget {
             secret_id,
             url_env,
             dbname,
+            sslmode,
         } = target
         else {
             return Err(Error::InvalidInput(format!(
@@ -294,7 +350,9 @@ impl DbTarget {
         };
         let mut db = match (secret_id, url_env) {
             (Some(secret), None) => {
-                DbTarget::from_secret(secrets, secret, dbname.as_deref()).await?
+                let mut db = DbTarget::from_secret(secrets, secret, dbname.as_deref()).await?;
+                tls.secure(&mut db, sslmode.as_deref())?;
+                db
             }
             (None, Some(var)) => {
                 let url = std::env::var(var).map_err(|_| {
@@ -429,6 +487,7 @@ mod tests {
             secret_id: secret.map(str::to_string),
             url_env: env.map(str::to_string),
             dbname: None,
+            sslmode: None,
         };
         let access =
             Access::parse(r#"{"shop": ["prod/shop-db", "env:SHOP_DB_URL"], "billing": []}"#)
@@ -480,5 +539,46 @@ mod tests {
         let err =
             DbTarget::from_secret_json("s", r#"{"host":1,"password":"p4ss"}"#, None).unwrap_err();
         assert!(!err.to_string().contains("p4ss"));
+    }
+
+    #[test]
+    fn a_secrets_tls_is_the_operators_or_stricter() {
+        let target = || {
+            DbTarget::from_secret_json(
+                "s",
+                r#"{"host":"h","username":"u","password":"p","dbname":"d"}"#,
+                None,
+            )
+            .unwrap()
+        };
+        let policy = TlsPolicy::new(
+            Some("verify-full".to_string()),
+            Some("/opt/certs/global-bundle.pem".into()),
+        )
+        .unwrap();
+        let mut db = target();
+        policy.secure(&mut db, None).unwrap();
+        assert_eq!(db.sslmode.as_deref(), Some("verify-full"));
+        assert_eq!(db.sslrootcert, Some("/opt/certs/global-bundle.pem".into()));
+        for weaker in ["disable", "prefer", "require", "verify-ca"] {
+            let err = policy.secure(&mut target(), Some(weaker)).unwrap_err();
+            assert_eq!(err.error_type(), "NotAllowed", "{weaker}");
+        }
+        let lenient = TlsPolicy::new(Some("require".to_string()), None).unwrap();
+        let mut db = target();
+        lenient.secure(&mut db, Some("verify-full")).unwrap();
+        assert_eq!(db.sslmode.as_deref(), Some("verify-full"));
+        let mut db = target();
+        TlsPolicy::default().secure(&mut db, None).unwrap();
+        assert_eq!(
+            db.sslmode, None,
+            "libpq's default, prefer, on an operator's machine"
+        );
+        assert_eq!(
+            TlsPolicy::new(Some("maybe".to_string()), None)
+                .unwrap_err()
+                .error_type(),
+            "InvalidInput"
+        );
     }
 }

@@ -25,6 +25,8 @@ use tokio_postgres::config::SslMode;
 
 use crate::error::Error;
 
+pub use crate::model::run::{strictness, SSLMODES};
+
 /// How the session should use TLS.
 pub struct TlsPlan {
     pub mode: SslMode,

@@ -67,6 +67,98 @@ pub struct DatabaseBackup {
     pub compression: String,
     pub artifact: Artifact,
     pub tables: Vec<TableCount>,
+    /// What lives on the database object rather than inside it, which `pg_dump` leaves out
+    /// (absent in backups taken before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub properties: Option<DatabaseProperties>,
+}
+
+/// The database object's own properties as the backup found them: owner, locale, connection
+/// limit, comment, privileges (the default ones spelled out) and `ALTER DATABASE … SET` /
+/// `ALTER ROLE … IN DATABASE … SET` settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseProperties {
+    pub owner: String,
+    pub encoding: String,
+    pub collate: String,
+    pub ctype: String,
+    /// -1: no limit.
+    pub connection_limit: i32,
+    pub comment: Option<String>,
+    pub privileges: Vec<DatabasePrivilege>,
+    pub settings: Vec<DatabaseSetting>,
+}
+
+/// One privilege on the database.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DatabasePrivilege {
+    /// The role it is granted to; `None` is PUBLIC.
+    pub grantee: Option<String>,
+    /// `CONNECT`, `CREATE` or `TEMPORARY`.
+    pub privilege: String,
+    pub grantable: bool,
+    pub grantor: String,
+}
+
+/// One setting stored for the database: for every role (`role` is `None`) or for one role in
+/// this database. `value` is as PostgreSQL stores it (a list setting's elements joined by
+/// `, `, double-quoted where needed).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DatabaseSetting {
+    pub role: Option<String>,
+    pub name: String,
+    pub value: String,
+}
+
+/// The privileges a database can carry.
+pub const DATABASE_PRIVILEGES: [&str; 3] = ["CONNECT", "CREATE", "TEMPORARY"];
+
+impl DatabaseProperties {
+    /// Refuses what no server records (so a planted manifest cannot smuggle SQL through a
+    /// privilege or setting name): privileges other than [`DATABASE_PRIVILEGES`], setting
+    /// names other than letters, digits, `_` and `.`, names or values holding NUL.
+    pub fn check(&self) -> Result<(), String> {
+        for p in &self.privileges {
+            if !DATABASE_PRIVILEGES.contains(&p.privilege.as_str()) {
+                return Err(format!(
+                    "database privilege {:?} is not one of {DATABASE_PRIVILEGES:?}",
+                    p.privilege
+                ));
+            }
+        }
+        for s in &self.settings {
+            let ok = !s.name.is_empty()
+                && s.name.len() <= 200
+                && s.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+            if !ok {
+                return Err(format!(
+                    "database setting name {:?} is not a setting name",
+                    s.name
+                ));
+            }
+        }
+        let texts = [&self.owner, &self.encoding, &self.collate, &self.ctype]
+            .into_iter()
+            .chain(self.comment.iter())
+            .chain(
+                self.privileges
+                    .iter()
+                    .flat_map(|p| p.grantee.iter().chain([&p.grantor])),
+            )
+            .chain(
+                self.settings
+                    .iter()
+                    .flat_map(|s| s.role.iter().chain([&s.value])),
+            );
+        for t in texts {
+            if t.contains('\0') {
+                return Err("a database property holds a NUL character".to_string());
+            }
+        }
+        Ok(())
+    }
 }
 
 impl DatabaseBackup {
@@ -275,6 +367,11 @@ impl Manifest {
     pub fn check_ids(&self) -> Result<(), String> {
         if let Purpose::Forensic { restore_of } = &self.purpose {
             check_segment("restore_of", restore_of).map_err(|e| e.to_string())?;
+        }
+        for d in &self.databases {
+            if let Some(p) = &d.properties {
+                p.check()?;
+            }
         }
         for i in &self.instances {
             check_ec2_id("i", &i.instance_id)?;

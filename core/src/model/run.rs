@@ -66,6 +66,10 @@ pub enum Target {
         /// Overrides the secret's or URL's database name.
         #[serde(default)]
         dbname: Option<String>,
+        /// libpq `sslmode` for a secret's server, at least as strict as the operator's
+        /// (`DatabaseSslMode`); a URL carries its own in its query.
+        #[serde(default)]
+        sslmode: Option<String>,
     },
 }
 
@@ -375,9 +379,22 @@ impl Target {
                 Ok(())
             }
             Target::Database {
-                secret_id, url_env, ..
-            } => match (secret_id, url_env) {
-                (Some(_), None) | (None, Some(_)) => Ok(()),
+                secret_id,
+                url_env,
+                sslmode,
+                ..
+            } => match (secret_id, url_env, sslmode) {
+                (_, _, Some(mode)) if !SSLMODES.contains(&mode.as_str()) => {
+                    Err(Error::InvalidInput(format!(
+                        "sslmode {mode:?}: use one of {}",
+                        SSLMODES.join(", ")
+                    )))
+                }
+                (None, Some(_), Some(_)) => Err(Error::InvalidInput(
+                    "sslmode is for a secret's server; a url_env URL carries its own (?sslmode=)"
+                        .to_string(),
+                )),
+                (Some(_), None, _) | (None, Some(_), _) => Ok(()),
                 _ => Err(Error::InvalidInput(
                     "a database target needs exactly one of secret_id, url_env".to_string(),
                 )),
@@ -404,6 +421,7 @@ impl Target {
                 secret_id,
                 url_env,
                 dbname,
+                ..
             } => format!(
                 "database {}",
                 dbname
@@ -414,6 +432,21 @@ impl Target {
             ),
         }
     }
+}
+
+/// libpq's `sslmode` values, weakest first.
+pub const SSLMODES: [&str; 6] = [
+    "disable",
+    "allow",
+    "prefer",
+    "require",
+    "verify-ca",
+    "verify-full",
+];
+
+/// How strict `sslmode` is: its place in [`SSLMODES`] (`None` for no such mode).
+pub fn strictness(sslmode: &str) -> Option<usize> {
+    SSLMODES.iter().position(|m| *m == sslmode)
 }
 
 #[cfg(test)]
@@ -465,6 +498,10 @@ mod tests {
                    "deploy": {"type": "lambda"}}),
             json!({"application": "shop", "targets": [{"type": "database", "url_env": "X"}],
                    "surprise": true}),
+            json!({"application": "shop",
+                   "targets": [{"type": "database", "secret_id": "s", "sslmode": "sometimes"}]}),
+            json!({"application": "shop",
+                   "targets": [{"type": "database", "url_env": "X", "sslmode": "verify-full"}]}),
         ] {
             let err = RunDocument::from_json(&bad.to_string()).unwrap_err();
             assert_eq!(err.error_type(), "InvalidInput", "{bad}: {err}");

@@ -75,7 +75,7 @@ pub async fn handle(ctx: &Context, input: RestoreTask) -> Result<JobReport, Erro
                     failed_state_database: report.failed_state_database.clone(),
                 },
                 format!(
-                    "database {} on {} restored ({} tables match the manifest){}",
+                    "database {} on {} restored ({} tables match the manifest){}{}",
                     report.database,
                     db.server(),
                     report.tables.len(),
@@ -83,7 +83,15 @@ pub async fn handle(ctx: &Context, input: RestoreTask) -> Result<JobReport, Erro
                         .failed_state_database
                         .as_ref()
                         .map(|f| format!("; the failed state is kept as {f}"))
-                        .unwrap_or_default()
+                        .unwrap_or_default(),
+                    if report.properties_not_restored.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            "; not put back: {}",
+                            report.properties_not_restored.join("; ")
+                        )
+                    }
                 ),
             ))
         }
