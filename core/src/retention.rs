@@ -21,7 +21,7 @@ use time::OffsetDateTime;
 use crate::aws::ec2::{Ec2, TAG_BACKUP_ID, TAG_DRILL, TAG_FAILED_STATE_OF};
 use crate::catalog::Catalog;
 use crate::db::restore::{derived_name, maintenance_target};
-use crate::db::session::Session;
+use crate::db::session::{Marker, Session};
 use crate::db::target::DbTarget;
 use crate::error::Error;
 use crate::model::job::guard_execution_name;
@@ -193,7 +193,11 @@ async fn left_databases(
         let names = async {
             Session::connect(&maintenance_target(target))
                 .await?
-                .query_first_text("SELECT string_agg(datname, E'\\n') FROM pg_database")
+                .query_first_text(
+                    "SELECT string_agg(datname || E'\\t' || coalesce(translate(\
+                     shobj_description(oid, 'pg_database'), E'\\t\\n', '  '), ''), E'\\n') \
+                     FROM pg_database",
+                )
                 .await
         }
         .await;
@@ -204,8 +208,9 @@ async fn left_databases(
                 continue;
             }
         };
-        for name in names.lines() {
-            let Some((kind, created_at)) = left_by_backstop(name, &dbnames) else {
+        for line in names.lines() {
+            let (name, comment) = line.split_once('\t').unwrap_or((line, ""));
+            let Some((kind, created_at)) = left_by_backstop(name, comment, &dbnames) else {
                 continue;
             };
             let min_age = if kind == INTERRUPTED_RESTORE {
@@ -235,8 +240,27 @@ const RESTORE_IN_PROGRESS_FOR: Duration = Duration::from_secs(86_400);
 
 /// What `name` is when Backstop left it on a server holding `targets`: the failed state a
 /// swap restore of one of them kept, the scratch copy of a swap restore that was killed, or a
-/// drill's scratch database; with when it was made.
-pub fn left_by_backstop(name: &str, targets: &[String]) -> Option<(&'static str, OffsetDateTime)> {
+/// drill's scratch database; with when it was made. Both the name and the marker Backstop put
+/// in its `comment` must say so: a database someone named like one is never taken for it.
+pub fn left_by_backstop(
+    name: &str,
+    comment: &str,
+    targets: &[String],
+) -> Option<(&'static str, OffsetDateTime)> {
+    let (kind, at) = named_by_backstop(name, targets)?;
+    let marker = match kind {
+        INTERRUPTED_RESTORE => Marker::RestoreScratch,
+        FAILED_STATE => Marker::FailedState,
+        _ => Marker::VerifyScratch,
+    };
+    marker.on(comment).then_some((kind, at))
+}
+
+/// The kind of a failed state a swap restore kept.
+const FAILED_STATE: &str = "failed state";
+
+/// What `name` says it is, by Backstop's naming alone.
+fn named_by_backstop(name: &str, targets: &[String]) -> Option<(&'static str, OffsetDateTime)> {
     // A swap restore's scratch copy, left when its process was killed before it could drop it.
     if let Some((_, ts)) = name.rsplit_once("_restore_") {
         let at = parse_timestamp(ts)?;
@@ -252,7 +276,7 @@ pub fn left_by_backstop(name: &str, targets: &[String]) -> Option<(&'static str,
         return targets
             .iter()
             .any(|db| derived_name(db, &suffix) == name)
-            .then_some(("failed state", at));
+            .then_some((FAILED_STATE, at));
     }
     let rest = name.strip_prefix("backstop_verify_")?;
     let (ts, n) = rest.split_once('_')?;
@@ -454,23 +478,35 @@ mod tests {
     }
 
     #[test]
-    fn only_what_backstop_names_is_left_by_it() {
+    fn only_what_backstop_names_and_marks_is_left_by_it() {
         let targets = vec!["shop".to_string(), "x".repeat(60)];
-        let (kind, at) = left_by_backstop("shop_failed_20261125140311", &targets).unwrap();
+        let failed = "backstop:failed-state of shop at 20261125140311 UTC";
+        let (kind, at) = left_by_backstop("shop_failed_20261125140311", failed, &targets).unwrap();
         assert_eq!(kind, "failed state");
         assert_eq!(at, time::macros::datetime!(2026-11-25 14:03:11 UTC));
         let long = derived_name(&"x".repeat(60), "failed_20261125140311");
-        assert_eq!(left_by_backstop(&long, &targets).unwrap().0, "failed state");
         assert_eq!(
-            left_by_backstop("backstop_verify_20261125140311_0a1f", &[])
-                .unwrap()
-                .0,
+            left_by_backstop(&long, failed, &targets).unwrap().0,
+            "failed state"
+        );
+        assert_eq!(
+            left_by_backstop(
+                "backstop_verify_20261125140311_0a1f",
+                "backstop:verify-scratch restore test of backup b",
+                &[]
+            )
+            .unwrap()
+            .0,
             "drill scratch"
         );
         assert_eq!(
-            left_by_backstop("shop_restore_20261125140311", &targets)
-                .unwrap()
-                .0,
+            left_by_backstop(
+                "shop_restore_20261125140311",
+                "backstop:restore-scratch",
+                &targets
+            )
+            .unwrap()
+            .0,
             "interrupted restore"
         );
         for not_ours in [
@@ -484,7 +520,29 @@ mod tests {
             "stock_restore_20261125140311",
             "shop_restore_2026112514031",
         ] {
-            assert!(left_by_backstop(not_ours, &targets).is_none(), "{not_ours}");
+            for comment in [
+                failed,
+                "backstop:verify-scratch",
+                "backstop:restore-scratch",
+            ] {
+                assert!(
+                    left_by_backstop(not_ours, comment, &targets).is_none(),
+                    "{not_ours}"
+                );
+            }
+        }
+        // Named like Backstop's, but not marked as such (or marked as another kind): kept.
+        for comment in [
+            "",
+            "the shop's archive of 2026",
+            "backstop:failed-stateX",
+            "backstop:verify-scratch",
+            "Backstop:failed-state",
+        ] {
+            assert!(
+                left_by_backstop("shop_failed_20261125140311", comment, &targets).is_none(),
+                "{comment:?}"
+            );
         }
     }
 }

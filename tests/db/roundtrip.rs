@@ -100,6 +100,26 @@ fn backup_damage_restore_in_both_modes_brings_every_table_back() {
         .unwrap()
         .to_string();
     assert!(kept.starts_with("shop_failed_"), "{kept}");
+    // Marked as Backstop's, so that prune (and only prune of what carries the mark) drops it.
+    let mark = pg
+        .psql(
+            "postgres",
+            &format!("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = '{kept}'"),
+        )
+        .unwrap();
+    assert!(
+        mark.starts_with(&format!(
+            "backstop:failed-state of shop at {} UTC, kept by the swap restore of backup {id}",
+            &kept["shop_failed_".len()..]
+        )),
+        "{mark}"
+    );
+    assert_eq!(
+        pg.psql("postgres", "SELECT coalesce(shobj_description(oid, 'pg_database'), '-') FROM pg_database WHERE datname = 'shop'")
+            .unwrap(),
+        "-",
+        "the restored database carries no mark"
+    );
     assert_eq!(bed.table_checksums("shop"), original);
     assert_eq!(
         pg.psql("shop", "SELECT last_value FROM invoice_no")

@@ -1177,13 +1177,31 @@ fn prune_drops_the_failed_state_and_scratch_databases_older_than_the_policy() {
         "shop_failed_{}",
         backstop_core::db::restore::timestamp(time::OffsetDateTime::now_utc())
     );
-    for db in [
-        "shop_failed_20200101000000",
-        young.as_str(),
-        "backstop_verify_20200101000000_0a1b",
-        "shopping_failed_20200101000000",
+    // What restores and drills leave, each marked as Backstop marks it, and a database
+    // someone named like a failed state without the mark.
+    for (db, comment) in [
+        (
+            "shop_failed_20200101000000",
+            "backstop:failed-state of shop",
+        ),
+        (young.as_str(), "backstop:failed-state of shop"),
+        (
+            "backstop_verify_20200101000000_0a1b",
+            "backstop:verify-scratch restore test",
+        ),
+        ("shopping_failed_20200101000000", "backstop:failed-state"),
+        (
+            "shop_failed_20200101000001",
+            "the 2020 archive, kept by hand",
+        ),
     ] {
         bed.pg().create_db(db).unwrap();
+        bed.pg()
+            .psql(
+                "postgres",
+                &format!("COMMENT ON DATABASE \"{db}\" IS '{comment}'"),
+            )
+            .unwrap();
     }
     let left = || {
         let mut all = bed.databases_named("shop");
@@ -1241,12 +1259,13 @@ fn prune_drops_the_failed_state_and_scratch_databases_older_than_the_policy() {
         "shop".to_string(),
         young.clone(),
         "shopping_failed_20200101000000".to_string(),
+        "shop_failed_20200101000001".to_string(),
     ];
     kept.sort();
     assert_eq!(
         left(),
         kept,
-        "the young failed state and what is not Backstop's stay"
+        "the young failed state and what is not Backstop's (by name or by mark) stay"
     );
     assert!(
         done["servers_skipped"].as_array().unwrap().is_empty(),

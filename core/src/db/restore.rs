@@ -27,7 +27,7 @@ use tokio::io::AsyncReadExt;
 use crate::catalog::Catalog;
 use crate::db::backup::{backup_database, run_bounded, BackupRequest, Compression};
 use crate::db::properties;
-use crate::db::session::Session;
+use crate::db::session::{Marker, Session};
 use crate::db::target::{DbTarget, Password};
 use crate::db::tools::{conninfo_dbname, describe_exit, stderr_tail, PgTools};
 use crate::error::Error;
@@ -345,6 +345,22 @@ async fn restore_swap(
     maint
         .create_database(&fresh, target_exists.then_some(target.dbname.as_str()))
         .await?;
+    // Marked from birth, so that a restore killed before it could drop its copy leaves one
+    // prune recognises; the mark goes just before the swap.
+    let marked = maint
+        .mark_database(
+            &fresh,
+            Marker::RestoreScratch,
+            &format!(
+                "swap restore of backup {} into {}",
+                req.backup_id, target.dbname
+            ),
+        )
+        .await;
+    if let Err(e) = marked {
+        let _ = maint.drop_database(&fresh).await;
+        return Err(e);
+    }
 
     // Everything up to the swap happens in `fresh`; on any failure it is dropped.
     let into = target.with_dbname(&fresh);
@@ -363,6 +379,14 @@ async fn restore_swap(
     );
     let shaped = async {
         let tables = prepared.await?;
+        // The restored database's own comment replaces the mark: the backup's, or (for a
+        // backup that did not record it) the target's current one.
+        let comment = match &entry.properties {
+            Some(props) => props.comment.clone(),
+            None if target_exists => maint.comment_of(&target.dbname).await?,
+            None => None,
+        };
+        maint.set_comment(&fresh, comment.as_deref()).await?;
         let not_restored = match &entry.properties {
             Some(props) => properties::apply(maint, &fresh, &target.dbname, props).await?,
             None => Vec::new(),
@@ -388,6 +412,7 @@ async fn restore_swap(
         });
     }
     // The swap: close the target, move it aside, move the restored database in.
+    let own_comment = maint.comment_of(&target.dbname).await.ok().flatten();
     if let Err(e) = maint.close_database(&target.dbname).await {
         let _ = maint.open_database(&target.dbname).await;
         let _ = maint.drop_database(&fresh).await;
@@ -417,6 +442,21 @@ async fn restore_swap(
     }
     if let Err(e) = maint.open_database(&failed).await {
         tracing::warn!(database = failed, error = %e, "the kept failed-state database still refuses connections");
+    }
+    let note = format!(
+        "of {} at {ts} UTC, kept by the swap restore of backup {}{}",
+        target.dbname,
+        req.backup_id,
+        own_comment
+            .map(|c| format!("; its own comment was: {c}"))
+            .unwrap_or_default()
+    );
+    if let Err(e) = maint
+        .mark_database(&failed, Marker::FailedState, &note)
+        .await
+    {
+        // Unmarked, prune never drops it: kept, which is the safe side.
+        tracing::warn!(database = failed, error = %e, "could not mark the kept failed-state database");
     }
     Ok(Swapped {
         tables,

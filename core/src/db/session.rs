@@ -284,6 +284,39 @@ impl Session {
         self.execute(&sql).await
     }
 
+    /// The database's comment, if it has one.
+    pub async fn comment_of(&self, name: &str) -> Result<Option<String>, Error> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
+                &[&name],
+            )
+            .await
+            .map_err(|e| self.err(&e))?;
+        match row {
+            Some(row) => row.try_get(0).map_err(|e| self.err(&e)),
+            None => Ok(None),
+        }
+    }
+
+    /// Sets (or, with `None`, removes) the database's comment.
+    pub async fn set_comment(&self, name: &str, comment: Option<&str>) -> Result<(), Error> {
+        self.execute(&format!(
+            "COMMENT ON DATABASE {} IS {}",
+            quote_ident(name),
+            comment.map_or("NULL".to_string(), quote_literal)
+        ))
+        .await
+    }
+
+    /// Marks a database Backstop made or kept as `kind`, in its comment ([`Marker`]), with a
+    /// note for whoever finds it.
+    pub async fn mark_database(&self, name: &str, kind: Marker, note: &str) -> Result<(), Error> {
+        self.set_comment(name, Some(&format!("{} {note}", kind.text())))
+            .await
+    }
+
     /// Drops a database, terminating its sessions first.
     pub async fn drop_database(&self, name: &str) -> Result<(), Error> {
         self.execute(&format!(
@@ -326,6 +359,37 @@ impl Session {
             quote_ident(to)
         ))
         .await
+    }
+}
+
+/// What Backstop writes at the start of the comment of a database it made or kept, so that
+/// prune drops only databases carrying it, never one that merely has a name like them.
+/// (A comment, because the owner may always write one; a custom setting would need a
+/// superuser since PostgreSQL 15.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Marker {
+    /// The state a swap restore moved aside.
+    FailedState,
+    /// The database a swap restore fills before the swap.
+    RestoreScratch,
+    /// The database a restore test (verify, the drill) fills and drops.
+    VerifyScratch,
+}
+
+impl Marker {
+    pub fn text(self) -> &'static str {
+        match self {
+            Marker::FailedState => "backstop:failed-state",
+            Marker::RestoreScratch => "backstop:restore-scratch",
+            Marker::VerifyScratch => "backstop:verify-scratch",
+        }
+    }
+
+    /// Whether a database's comment carries this marker.
+    pub fn on(self, comment: &str) -> bool {
+        comment
+            .strip_prefix(self.text())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(' '))
     }
 }
 

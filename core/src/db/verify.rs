@@ -11,7 +11,7 @@ use crate::db::restore::{
     derived_name, ensure_completed, maintenance_target, restore_and_count, run_pg_restore,
     timestamp,
 };
-use crate::db::session::Session;
+use crate::db::session::{Marker, Session};
 use crate::db::target::{DbTarget, Password};
 use crate::db::tools::PgTools;
 use crate::error::Error;
@@ -131,6 +131,17 @@ pub async fn verify_databases(
             );
             let maint = Session::connect(&maintenance_target(server)).await?;
             maint.create_database(&scratch, None).await?;
+            let marked = maint
+                .mark_database(
+                    &scratch,
+                    Marker::VerifyScratch,
+                    &format!("restore test of backup {}", manifest.backup_id),
+                )
+                .await;
+            if let Err(e) = marked {
+                let _ = maint.drop_database(&scratch).await;
+                return Err(e);
+            }
             let tested = restore_and_count(
                 &format!("restore test {}", entry.database),
                 catalog.store.as_ref(),
