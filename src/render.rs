@@ -31,18 +31,7 @@ macro_rules! say_err {
     ($($arg:tt)*) => { eprintln!("{}", printable(&format!($($arg)*))) };
 }
 
-/// `text` with every control character written as `\u{..}`.
-pub fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_control() {
-                format!("\\u{{{:x}}}", c as u32)
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
-}
+pub use backstop_core::model::printable;
 
 /// Pretty JSON on stdout.
 pub fn json<T: Serialize>(value: &T) {

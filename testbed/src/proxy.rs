@@ -35,6 +35,9 @@ pub enum Fault {
         after: usize,
         status: u16,
     },
+    /// Read every request whose request-target contains `matching` and never answer it (a
+    /// stalled connection), until the proxy stops.
+    Stall { matching: String },
 }
 
 /// An HTTP/1.1 forwarding proxy on 127.0.0.1 at a free port in front of `upstream`,
@@ -153,8 +156,17 @@ fn handle_connection(mut client: TcpStream, shared: &Shared) -> std::io::Result<
     let Some(req) = read_request(&mut client)? else {
         return Ok(()); // closed before a full request (e.g. the wake-up connect)
     };
+    if let Fault::Stall { matching } = &shared.fault {
+        if req.target.contains(matching.as_str()) {
+            shared.injected.fetch_add(1, Ordering::SeqCst);
+            while !shared.stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            return Ok(());
+        }
+    }
     let inject_status = match &shared.fault {
-        Fault::None => None,
+        Fault::None | Fault::Stall { .. } => None,
         Fault::FailAfter {
             matching,
             after,

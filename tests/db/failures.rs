@@ -628,3 +628,54 @@ fn a_swap_restore_that_its_deadline_stops_leaves_the_target_as_it_was_and_no_scr
         bed.pg().psql("app", "SELECT 1").unwrap();
     }
 }
+
+/// S3 that accepts a part and never answers: every AWS call has explicit bounds (here the
+/// attempt shortened to 2 s), so the backup fails with a named error within them, aborts its
+/// upload and leaves no good manifest, instead of hanging until the function is killed.
+#[test]
+fn a_stalled_s3_connection_times_out_into_a_named_error() {
+    let bed = Bed::new()
+        .database("app", BIG_TABLE)
+        .fault_proxy(Fault::Stall {
+            matching: "partNumber=".into(),
+        })
+        .build();
+    let cli = bed
+        .cli()
+        .at(&bed.proxy().endpoint)
+        .with_env("BACKSTOP_AWS_ATTEMPT_TIMEOUT_SECONDS", "2");
+    let url = bed.pg().url("app");
+    let mut child = cli
+        .command(&cli.in_catalog(&[
+            "db",
+            "backup",
+            "--database-url",
+            &url,
+            "--compression",
+            "none",
+        ]))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A watchdog, not a measurement: without bounds the call would wait forever.
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(240) {
+            let _ = child.kill();
+            panic!("the backup still waits on a stalled connection after 240 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("error: StorageError: S3 UploadPart")
+            && stderr.to_lowercase().contains("timeout"),
+        "{stderr}"
+    );
+    assert!(bed.proxy().injected() >= 1);
+    assert_eq!(bed.open_multipart_uploads(), 0, "the upload was aborted");
+    no_completed_manifest(&bed);
+}

@@ -1287,6 +1287,23 @@ fn bad_run_documents_are_invalid_input_and_touch_nothing() {
     let sfn = bed.sfn();
     let machine = bed.state_machine_arn();
 
+    // The local router refuses what Lambda would (a payload over 6 MiB) and a head without
+    // end, with 413 and without reading on; then serves the next request as before.
+    let local = bed.local();
+    let huge = local.send_raw(
+        "POST /2015-03-31/functions/backstop-drill/invocations HTTP/1.1\r\n\
+         Host: x\r\nContent-Length: 7340032",
+        b"{}",
+    );
+    assert!(huge.starts_with("HTTP/1.1 413"), "{huge}");
+    let endless = local.send_raw(
+        &format!("GET / HTTP/1.1\r\nX-Filler: {}", "a".repeat(70 * 1024)),
+        b"",
+    );
+    assert!(endless.starts_with("HTTP/1.1 413"), "{endless}");
+    let (error, _) = local.invoke_raw("drill", &json!({}));
+    assert_eq!(error.as_deref(), Some("InvalidInput"));
+
     // `backstop run` refuses a document without targets before starting anything.
     let mut doc = run_document(&bed, &id, "shop-deploy", "4000");
     doc.as_object_mut().unwrap().remove("targets");

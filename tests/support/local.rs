@@ -83,6 +83,25 @@ impl Local {
         body
     }
 
+    /// Sends the router a request head (`head`, request line included, without the blank
+    /// line) and `body`; its answer's status line.
+    pub fn send_raw(&self, head: &str, body: &[u8]) -> String {
+        let router = self.router();
+        let addr = router.strip_prefix("http://").unwrap();
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        // The router may answer and close before it has read everything.
+        let _ = s.write_all(format!("{head}\r\n\r\n").as_bytes());
+        let _ = s.write_all(body);
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+
     /// Invokes `backstop-<function>`: the function error type (when it failed) and the body.
     pub fn invoke_raw(&self, function: &str, payload: &Value) -> (Option<String>, Value) {
         let router = self.router();

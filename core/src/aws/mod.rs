@@ -36,11 +36,35 @@ pub fn retry_config() -> RetryConfig {
         .with_max_backoff(Duration::from_secs(20))
 }
 
+/// How long one request may take at most, unless `BACKSTOP_AWS_ATTEMPT_TIMEOUT_SECONDS` says
+/// otherwise: long enough for a 64 MiB part over a slow link, short enough that a stalled
+/// connection is retried well within a function's time.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Explicit bounds on every AWS call, so that no stalled connection holds a step until its
+/// function's own timeout: connecting 10 s; waiting for an answer 60 s (or the attempt
+/// timeout, if shorter); one attempt `attempt`; the whole call, retries and backoff included,
+/// [`MAX_ATTEMPTS`] attempts plus the backoff.
+pub fn timeout_config(attempt: Duration) -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(10).min(attempt))
+        .read_timeout(Duration::from_secs(60).min(attempt))
+        .operation_attempt_timeout(attempt)
+        .operation_timeout(attempt * MAX_ATTEMPTS + Duration::from_secs(60))
+        .build()
+}
+
 /// The standard AWS configuration (`AWS_ENDPOINT_URL`, region, credentials) with the retry
-/// layer above.
+/// layer above and the [`timeout_config`] bounds.
 pub async fn load_config() -> SharedConfig {
+    let attempt = std::env::var("BACKSTOP_AWS_ATTEMPT_TIMEOUT_SECONDS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .map_or(ATTEMPT_TIMEOUT, Duration::from_secs);
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .retry_config(retry_config())
+        .timeout_config(timeout_config(attempt))
         .load()
         .await
 }

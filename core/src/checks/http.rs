@@ -17,30 +17,61 @@ pub async fn check(h: &HttpCheck) -> Result<(), Error> {
     if status != h.expect_status {
         return Err(Error::VerificationFailed(format!(
             "GET {} answered {status}, expected {}",
-            h.url, h.expect_status
+            shown(&h.url),
+            h.expect_status
         )));
     }
     if let Some(want) = &h.body_contains {
         if !body.contains(want.as_str()) {
             return Err(Error::VerificationFailed(format!(
-                "GET {} answered {status} without {want:?} in its body",
-                h.url
+                "GET {} answered {status} without the expected text in its body",
+                shown(&h.url)
             )));
         }
     }
     Ok(())
 }
 
+/// A URL as messages show it: no user name or password, the query and fragment replaced by
+/// `…` (a token in them must not reach execution history, events or reports), control
+/// characters escaped; an unparsable one is not shown at all.
+pub fn shown(url: &str) -> String {
+    let Ok(parsed) = url::Url::parse(url) else {
+        return "(an unparsable URL)".to_string();
+    };
+    let mut out = format!("{}://", parsed.scheme());
+    if let Some(host) = parsed.host_str() {
+        out.push_str(host);
+    }
+    if let Some(port) = parsed.port() {
+        out.push_str(&format!(":{port}"));
+    }
+    out.push_str(parsed.path());
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        out.push('?');
+        out.push('…');
+    }
+    out.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 const MAX_BODY: usize = 1 << 20;
 
 /// GETs `url`; returns the status code and the body (lossy UTF-8).
 pub async fn get(url: &str, timeout: Duration) -> Result<(u16, String), Error> {
-    let fail = |why: String| Error::VerificationFailed(format!("GET {url}: {why}"));
-    let parsed =
-        url::Url::parse(url).map_err(|e| Error::InvalidInput(format!("check URL {url:?}: {e}")))?;
+    let fail = |why: String| Error::VerificationFailed(format!("GET {}: {why}", shown(url)));
+    let parsed = url::Url::parse(url)
+        .map_err(|e| Error::InvalidInput(format!("check URL {}: {e}", shown(url))))?;
     let host = parsed
         .host_str()
-        .ok_or_else(|| Error::InvalidInput(format!("check URL {url:?} has no host")))?
+        .ok_or_else(|| Error::InvalidInput(format!("check URL {} has no host", shown(url))))?
         .to_string();
     let port = parsed.port_or_known_default().unwrap_or(80);
     let mut path = parsed.path().to_string();
@@ -74,7 +105,8 @@ pub async fn get(url: &str, timeout: Duration) -> Result<(u16, String), Error> {
                 exchange(tls, &request).await
             }
             other => Err(Error::InvalidInput(format!(
-                "check URL {url:?}: scheme {other} is not http or https"
+                "check URL {}: scheme {other} is not http or https",
+                shown(url)
             ))),
         }
         .map_err(|e| match e {
@@ -112,4 +144,23 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
         .and_then(|s| s.parse::<u16>().ok())
         .ok_or_else(|| Error::VerificationFailed("the answer is not HTTP".to_string()))?;
     Ok((status, body.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_shown_without_credentials_or_query() {
+        assert_eq!(
+            shown("https://ops:hunter2@shop.example.com:8443/health?token=s3cret#x"),
+            "https://shop.example.com:8443/health?…"
+        );
+        assert_eq!(
+            shown("http://shop.example.com/"),
+            "http://shop.example.com/"
+        );
+        assert_eq!(shown("not a url hunter2"), "(an unparsable URL)");
+        assert!(!shown("http://h/p%0Aq\u{7}").contains('\u{7}'));
+    }
 }

@@ -294,12 +294,15 @@ async fn dump_and_upload(
         .wait()
         .await
         .map_err(|e| Error::DumpFailed(format!("waiting for pg_dump: {e}")))?;
+    // An upload that failed first closed the pipe, and pg_dump died of it (SIGPIPE): the
+    // upload's error is the cause.
+    let uploaded = uploaded?;
     if !status.success() {
         return Err(Error::DumpFailed(
             db.password.redact(&describe_exit(status, &stderr)),
         ));
     }
-    Ok((uploaded?, counts?))
+    Ok((uploaded, counts?))
 }
 
 /// What the work's caller still does once bounded work ends, at most: drop a scratch

@@ -4,6 +4,7 @@
 //! checks saw, what was restored and how long it took, where the failed state is kept, and the
 //! versions involved. Pure data and its rendering: no I/O.
 
+use crate::model::printable;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -79,14 +80,20 @@ pub struct TimelineEntry {
     pub times: u32,
 }
 
-/// The report as Markdown.
+/// The report as Markdown. Every text from the run, the events or the servers is written
+/// [`printable`] (no control character can start a heading or a table row of its own) and
+/// without backticks inside code spans.
 pub fn markdown(r: &IncidentReport) -> String {
-    let or_none = |v: &Option<String>| v.clone().unwrap_or_else(|| "unknown".to_string());
+    let or_none = |v: &Option<String>| printable(v.as_deref().unwrap_or("unknown"));
+    let code = |v: &str| printable(&v.replace('`', "'"));
     let list = |items: &[String]| {
         if items.is_empty() {
             "- none\n".to_string()
         } else {
-            items.iter().map(|i| format!("- {i}\n")).collect()
+            items
+                .iter()
+                .map(|i| format!("- {}\n", printable(i)))
+                .collect()
         }
     };
     let mut md = format!(
@@ -94,23 +101,24 @@ pub fn markdown(r: &IncidentReport) -> String {
          - Backup: `{}`\n- Execution: `{}`\n- Written: {}\n\n\
          ## Versions\n\n- Deployed: {}\n- In the backup (running before): {}\n- Pipeline execution: {}\n\n\
          ## Original error\n\n{}\n\n## Checks\n\n{}\n## Restored",
-        r.application,
+        printable(&r.application),
         or_none(&r.versions.deploy_commit),
         r.outcome,
-        r.backup_id,
-        r.execution_arn,
+        code(&r.backup_id),
+        code(&r.execution_arn),
         rfc3339(r.written_at),
         or_none(&r.versions.deploy_commit),
-        r.versions.backup_commit.clone().unwrap_or_else(|| {
-            "unknown (no earlier deploy of this application passed its checks under Backstop)"
-                .to_string()
-        }),
+        r.versions.backup_commit.as_deref().map_or_else(
+            || "unknown (no earlier deploy of this application passed its checks under Backstop)"
+                .to_string(),
+            printable
+        ),
         or_none(&r.versions.pipeline_execution_id),
-        if r.original_cause.starts_with(&format!("{}:", r.original_error)) {
+        printable(&if r.original_cause.starts_with(&format!("{}:", r.original_error)) {
             r.original_cause.clone()
         } else {
             format!("{}: {}", r.original_error, r.original_cause)
-        },
+        }),
         list(&r.checks),
     );
     if let Some(s) = r.restore_seconds {
@@ -118,7 +126,10 @@ pub fn markdown(r: &IncidentReport) -> String {
     }
     md.push_str(&format!("\n\n{}", list(&r.restored)));
     if let Some(f) = &r.restore_failure {
-        md.push_str(&format!("\n**Not everything was restored:** {f}\n"));
+        md.push_str(&format!(
+            "\n**Not everything was restored:** {}\n",
+            printable(f)
+        ));
     }
     md.push_str(&format!(
         "\n## Failed state kept\n\n{}\n## Timeline\n\n| state | entered | left | times |\n|---|---|---|---|\n",
@@ -127,7 +138,7 @@ pub fn markdown(r: &IncidentReport) -> String {
     for e in &r.timeline {
         md.push_str(&format!(
             "| {} | {} | {} | {} |\n",
-            e.state,
+            printable(&e.state.replace('|', "\\|")),
             rfc3339(e.entered_at),
             e.exited_at.map(rfc3339).unwrap_or_else(|| "-".to_string()),
             e.times
@@ -139,4 +150,59 @@ pub fn markdown(r: &IncidentReport) -> String {
 fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| t.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_from_any_input_cannot_shape_the_markdown() {
+        let at = time::macros::datetime!(2026-12-01 10:00 UTC);
+        let report = IncidentReport {
+            format_version: INCIDENT_FORMAT,
+            application: "shop".to_string(),
+            backup_id: "b`1".to_string(),
+            execution_arn: "arn".to_string(),
+            outcome: IncidentOutcome::DeployFailed,
+            written_at: at,
+            versions: Versions {
+                deploy_commit: Some("v2\n# Approved by security".to_string()),
+                backup_commit: None,
+                pipeline_execution_id: None,
+            },
+            original_error: "CommandFailed".to_string(),
+            original_cause: "migration failed\u{1b}[2J\r\n## Restored\n- everything".to_string(),
+            checks: vec!["check\n| forged | row |".to_string()],
+            restored: vec!["database shop".to_string()],
+            restore_failure: None,
+            restore_seconds: Some(1.0),
+            failed_state: vec!["database shop_failed_x\n## Timeline".to_string()],
+            timeline: vec![TimelineEntry {
+                state: "Prepare|x".to_string(),
+                entered_at: at,
+                exited_at: None,
+                times: 1,
+            }],
+        };
+        let md = markdown(&report);
+        assert!(!md.contains('\u{1b}') && !md.contains('\r'), "{md}");
+        let headings: Vec<&str> = md.lines().filter(|l| l.starts_with('#')).collect();
+        assert_eq!(
+            headings,
+            [
+                "# Incident: shop deploy v2\\u{a}# Approved by security (DeployFailed)",
+                "## Versions",
+                "## Original error",
+                "## Checks",
+                "## Restored (in 1.0 s)",
+                "## Failed state kept",
+                "## Timeline"
+            ],
+            "{md}"
+        );
+        assert!(md.contains("- Backup: `b'1`"), "{md}");
+        assert!(md.contains("| Prepare\\|x |"), "{md}");
+        assert_eq!(md.lines().filter(|l| l.starts_with('|')).count(), 3, "{md}");
+    }
 }

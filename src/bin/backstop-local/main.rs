@@ -246,16 +246,42 @@ struct Request {
     body: Vec<u8>,
 }
 
-async fn read_request(conn: &mut TcpStream) -> std::io::Result<Option<Request>> {
+/// Where Lambda's Invoke API lives.
+const INVOKE_PREFIX: &str = "/2015-03-31/functions/";
+
+/// The most a request's head may hold.
+const MAX_HEAD: usize = 64 * 1024;
+
+/// The most an invocation's payload may hold: Lambda's limit for a synchronous Invoke.
+const MAX_INVOKE_PAYLOAD: usize = 6 * 1024 * 1024;
+
+/// The most a request forwarded to moto may hold (a part of a local dump is far smaller).
+const MAX_FORWARDED: usize = 256 * 1024 * 1024;
+
+/// What came off a connection.
+enum Read {
+    Request(Request),
+    /// Over a limit: answered with 413 and not read further.
+    TooLarge(String),
+    Closed,
+}
+
+async fn read_request(conn: &mut TcpStream) -> std::io::Result<Read> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
     let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+        let end = buf.windows(4).position(|w| w == b"\r\n\r\n");
+        if end.unwrap_or(buf.len()) > MAX_HEAD {
+            return Ok(Read::TooLarge(format!(
+                "the request head is over {MAX_HEAD} bytes"
+            )));
+        }
+        if let Some(i) = end {
             break i;
         }
         let n = conn.read(&mut chunk).await?;
         if n == 0 {
-            return Ok(None);
+            return Ok(Read::Closed);
         }
         buf.extend_from_slice(&chunk[..n]);
     };
@@ -275,17 +301,29 @@ async fn read_request(conn: &mut TcpStream) -> std::io::Result<Option<Request>> 
                 .then(|| v.trim().parse::<usize>().ok())?
         })
         .unwrap_or(0);
+    let limit = if path.starts_with(INVOKE_PREFIX) {
+        MAX_INVOKE_PAYLOAD
+    } else {
+        MAX_FORWARDED
+    };
+    if length > limit {
+        return Ok(Read::TooLarge(format!(
+            "a body of {length} bytes is over this endpoint's {limit}"
+        )));
+    }
     let mut body = buf[head_end + 4..].to_vec();
+    body.truncate(length);
     while body.len() < length {
         let n = conn.read(&mut chunk).await?;
         if n == 0 {
             break;
         }
-        body.extend_from_slice(&chunk[..n]);
+        let take = n.min(length - body.len());
+        body.extend_from_slice(&chunk[..take]);
     }
     let mut head_with_request = vec![request_line];
     head_with_request.extend(head);
-    Ok(Some(Request {
+    Ok(Read::Request(Request {
         method,
         path,
         head: head_with_request,
@@ -294,8 +332,24 @@ async fn read_request(conn: &mut TcpStream) -> std::io::Result<Option<Request>> 
 }
 
 async fn serve_one(router: &Router, mut conn: TcpStream) -> std::io::Result<()> {
-    let Some(req) = read_request(&mut conn).await? else {
-        return Ok(());
+    let req = match read_request(&mut conn).await? {
+        Read::Request(req) => req,
+        Read::Closed => return Ok(()),
+        Read::TooLarge(why) => {
+            let body = serde_json::json!({
+                "Type": "User",
+                "message": format!("Request must be smaller than the limit: {why}"),
+            })
+            .to_string();
+            let answer = format!(
+                "HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: application/json\r\n\
+                 x-amzn-ErrorType: RequestEntityTooLargeException\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            );
+            conn.write_all(answer.as_bytes()).await?;
+            return conn.shutdown().await;
+        }
     };
     match function_of(&req) {
         Some(name) => {
@@ -323,7 +377,7 @@ fn function_of(req: &Request) -> Option<String> {
         return None;
     }
     let path = req.path.split('?').next()?;
-    let rest = path.strip_prefix("/2015-03-31/functions/")?;
+    let rest = path.strip_prefix(INVOKE_PREFIX)?;
     let encoded = rest.strip_suffix("/invocations")?;
     let decoded = percent_encoding::percent_decode_str(encoded)
         .decode_utf8()
