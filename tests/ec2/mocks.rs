@@ -1323,3 +1323,74 @@ fn mocked_image_backup_is_made_without_reboot_and_a_retried_call_finds_it_by_nam
     assert_eq!(err.error_type(), "InvalidInput", "{err}");
     assert_eq!(create.num_calls(), 2);
 }
+
+/// A failed snapshot set is deleted, but only what carries this backup's id tag: a snapshot id
+/// in the job that is not tagged with it (planted or reused) is left alone.
+#[test]
+fn mocked_a_failed_set_deletes_only_the_snapshots_carrying_this_backups_tag() {
+    use aws_sdk_ec2::operation::delete_snapshot::DeleteSnapshotOutput;
+    use backstop_core::aws::ec2::TAG_BACKUP_ID;
+    use backstop_core::instance::backup::record_outcome;
+    use backstop_core::model::manifest::{Manifest, Purpose, MANIFEST_FORMAT};
+
+    const OURS: &str = "snap-0aaaaaaaaaaaaaaa1";
+    const PLANTED: &str = "snap-0bbbbbbbbbbbbbbb2";
+    let describe = mock!(Client::describe_snapshots)
+        .match_requests(|r| {
+            r.filters().iter().any(|f| {
+                f.name() == Some(&format!("tag:{TAG_BACKUP_ID}")) && f.values() == [BACKUP]
+            })
+        })
+        .then_output(|| {
+            snapshots(vec![snapshot(
+                OURS,
+                "vol-0aaaaaaaaaaaaaaa1",
+                SnapshotState::Error,
+                "10%",
+            )])
+        });
+    let delete_ours = mock!(Client::delete_snapshot)
+        .match_requests(|r| r.snapshot_id() == Some(OURS))
+        .then_output(|| DeleteSnapshotOutput::builder().build());
+    let delete_planted = mock!(Client::delete_snapshot)
+        .match_requests(|r| r.snapshot_id() == Some(PLANTED))
+        .then_output(|| DeleteSnapshotOutput::builder().build());
+    let ec2 = ec2(&[&describe, &delete_ours, &delete_planted]);
+    let (catalog, _) = crate::support::memory_catalog("backups");
+    let mut pending = backed_up(InstanceBackupMode::Snapshots, BackupState::Pending);
+    pending.volumes.clear();
+    rt().block_on(catalog.write_manifest(&Manifest {
+        format_version: MANIFEST_FORMAT,
+        backup_id: BACKUP.to_string(),
+        application: "shop".to_string(),
+        app_version: None,
+        purpose: Purpose::Backup,
+        state: BackupState::Pending,
+        started_at: STARTED,
+        finished_at: STARTED,
+        databases: Vec::new(),
+        instances: vec![pending],
+        error: None,
+        deployed: None,
+        run: None,
+    }))
+    .unwrap();
+    let manifest = rt()
+        .block_on(record_outcome(
+            &ec2,
+            &catalog,
+            &job(&[OURS, PLANTED]),
+            &JobStatus::Failed {
+                reason: "snapshot failed".to_string(),
+            },
+            at(60),
+        ))
+        .unwrap();
+    assert_eq!(manifest.instances[0].state, BackupState::Failed);
+    assert_eq!(delete_ours.num_calls(), 1);
+    assert_eq!(
+        delete_planted.num_calls(),
+        0,
+        "an untagged snapshot is not ours to delete"
+    );
+}

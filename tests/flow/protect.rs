@@ -799,6 +799,16 @@ fn guard_mode_restores_the_backup_of_a_pipeline_execution_whose_deploy_stage_fai
     assert_eq!(started["outcome"], "restore_started", "{started}");
     assert_eq!(started["backup_id"], backup_id.as_str());
     let arn = started["execution_arn"].as_str().unwrap().to_string();
+    // Guard recorded the request before it started the execution: that record, which only
+    // guard's role may write, is what GuardRestore authorises the restore by.
+    let execution_name = arn.rsplit(':').next().unwrap();
+    let request = bed.get_json(&format!("backstop/_restore-requests/{execution_name}.json"));
+    assert_eq!(request["application"], "shop", "{request}");
+    assert_eq!(request["backup_id"], backup_id.as_str(), "{request}");
+    assert_eq!(
+        request["failure"]["Error"], "PipelineStageFailed",
+        "{request}"
+    );
     // EventBridge delivers the same event again, while the restore runs and after it ended.
     let again = guard(stage_event("pipe-exec-1", "Deploy", "FAILED"));
     assert_eq!(again["outcome"], "already_started", "{again}");

@@ -333,6 +333,100 @@ fn a_malformed_manifest_or_report_is_named_by_its_key() {
     assert!(err.to_string().contains(&report_key), "{err}");
 }
 
+/// A manifest is believed only when it is what its key says and names only its own backup's
+/// things: each forgery below is left out of listings (and named), and reading it is
+/// `ManifestMalformed`, so no restore, drill or prune ever acts on it.
+#[test]
+fn a_forged_manifest_is_refused_before_it_is_believed() {
+    let (catalog, _store) = memory_catalog("backups");
+    let good = |id: &str| {
+        let mut m = manifest("shop", id, day(1), BackupState::Completed);
+        let key = catalog.dump_key("shop", id, "db:5432", "shop");
+        m.databases.push(database_part("shop", &key, 10));
+        m.instances.push(InstanceBackup {
+            instance_id: "i-0123456789abcdef0".to_string(),
+            availability_zone: "us-east-1a".to_string(),
+            mode: InstanceBackupMode::Snapshots,
+            state: BackupState::Completed,
+            image_id: None,
+            volumes: Vec::new(),
+            error: None,
+        });
+        serde_json::to_value(m).unwrap()
+    };
+    let genuine = "20261101T000000Z-00000001";
+    put_json(
+        &catalog,
+        &catalog.manifest_key("shop", genuine),
+        &good(genuine),
+    );
+    let forgeries: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+        (
+            "another application's",
+            Box::new(|m| m["application"] = json!("billing")),
+        ),
+        (
+            "another backup's",
+            Box::new(|m| m["backup_id"] = json!("20261101T000000Z-99999999")),
+        ),
+        (
+            "a dump of another backup",
+            Box::new(|m| {
+                m["databases"][0]["artifact"]["key"] =
+                    json!("backstop/shop/20261101T000000Z-00000001/db/db%3A5432/shop.dump")
+            }),
+        ),
+        (
+            "a dump outside the catalog",
+            Box::new(|m| m["databases"][0]["artifact"]["key"] = json!("../../etc/passwd")),
+        ),
+        (
+            "a wildcard instance",
+            Box::new(|m| m["instances"][0]["instance_id"] = json!("i-*")),
+        ),
+        (
+            "a wildcard snapshot",
+            Box::new(|m| {
+                m["instances"][0]["volumes"] = json!([{"device": "/dev/xvda", "boot": true,
+                    "volume_id": "vol-0123456789abcdef0", "size_gib": 8, "volume_type": "gp3",
+                    "iops": null, "throughput": null, "encrypted": false, "kms_key_id": null,
+                    "snapshot_id": "snap-*"}])
+            }),
+        ),
+        (
+            "SQL in a privilege",
+            Box::new(|m| {
+                m["databases"][0]["properties"] = json!({"owner": "o", "encoding": "UTF8",
+                    "collate": "C", "ctype": "C", "connection_limit": -1, "comment": null,
+                    "privileges": [{"grantee": null, "privilege": "ALL ON DATABASE shop TO PUBLIC; --",
+                                    "grantable": false, "grantor": "o"}],
+                    "settings": []})
+            }),
+        ),
+        (
+            "SQL in a setting name",
+            Box::new(|m| {
+                m["databases"][0]["properties"] = json!({"owner": "o", "encoding": "UTF8",
+                    "collate": "C", "ctype": "C", "connection_limit": -1, "comment": null,
+                    "privileges": [],
+                    "settings": [{"role": null, "name": "search_path TO x; DROP", "value": "v"}]})
+            }),
+        ),
+    ];
+    for (n, (what, forge)) in forgeries.iter().enumerate() {
+        let id = format!("20261102T000000Z-{n:08x}");
+        let mut m = good(&id);
+        forge(&mut m);
+        put_json(&catalog, &catalog.manifest_key("shop", &id), &m);
+        let err = block_on(catalog.manifest("shop", &id)).unwrap_err();
+        assert_eq!(err.error_type(), "ManifestMalformed", "{what}: {err}");
+        let listing = block_on(catalog.list(Some("shop"))).unwrap();
+        assert_eq!(ids(&listing.manifests), [genuine], "{what}");
+        assert_eq!(listing.skipped.len(), 1, "{what}: {:?}", listing.skipped);
+        block_on(catalog.store.delete(&catalog.manifest_key("shop", &id))).unwrap();
+    }
+}
+
 #[test]
 fn concurrent_parts_of_one_backup_all_land_in_its_manifest() {
     let (catalog, store) = memory_catalog("backups");

@@ -231,3 +231,68 @@ fn mocked_an_ended_execution_is_restored_only_when_its_deploy_began_and_its_rest
         );
     }
 }
+
+/// One pipeline execution, backups of two applications: guard never guesses which one the
+/// failed stage protects. Without the stage's application in BACKSTOP_GUARD_STAGES it is
+/// `InvalidInput` naming both; with it, only that application's backup counts (another
+/// application's backup of the same execution never shadows it).
+#[test]
+fn mocked_two_applications_backed_up_in_one_pipeline_execution_need_the_stages_application() {
+    let aws = FakeAws::new().accepting_events();
+    let ctx = context(&aws, guarded(Config::new("backups", "backstop")));
+    let event = stage("shop-pipeline", "Deploy", "FAILED");
+    let execution = event.detail.execution_id.clone();
+    let run = |app: &str| {
+        backstop_core::model::run::RunDocument::from_json(
+            &json!({
+                "application": app,
+                "version": {"pipeline_execution_id": execution},
+                "targets": [{"type": "database", "url_env": "SHOP_DB_URL"}]
+            })
+            .to_string(),
+        )
+        .unwrap()
+    };
+    for (app, id) in [
+        ("shop", "20261102T000000Z-00000002"),
+        ("billing", "20261102T000000Z-00000003"),
+    ] {
+        let mut m = manifest(app, id, day(2), BackupState::Completed);
+        m.run = Some(run(app));
+        block_on(ctx.catalog().write_manifest(&m)).unwrap();
+        block_on(ctx.catalog().record_pipeline_execution(&execution, app, id)).unwrap();
+    }
+    let err = block_on(guard::handle_stage(&ctx, event.clone())).unwrap_err();
+    assert_eq!(err.error_type(), "InvalidInput", "{err}");
+    assert!(
+        err.to_string().contains("billing, shop")
+            && err.to_string().contains("pipeline:stage:application"),
+        "{err}"
+    );
+    assert_eq!(aws.calls(), Vec::<String>::new(), "nothing started");
+
+    // The stage protects an application that took no backup in this execution: nothing to
+    // restore, whatever the others recorded.
+    let mut config = guarded(Config::new("backups", "backstop"));
+    config.guard =
+        backstop_core::context::GuardConfig::parse("shop-pipeline:Deploy:stock").unwrap();
+    let (ctx2, _) = crate::support::memory_context(aws.shared(), config);
+    for app in ["shop", "billing"] {
+        let id = if app == "shop" {
+            "20261102T000000Z-00000002"
+        } else {
+            "20261102T000000Z-00000003"
+        };
+        let mut m = manifest(app, id, day(2), BackupState::Completed);
+        m.run = Some(run(app));
+        block_on(ctx2.catalog().write_manifest(&m)).unwrap();
+        block_on(
+            ctx2.catalog()
+                .record_pipeline_execution(&execution, app, id),
+        )
+        .unwrap();
+    }
+    let out = block_on(guard::handle_stage(&ctx2, event)).unwrap();
+    assert!(matches!(out, GuardOutcome::NoBackup { .. }), "{out:?}");
+    assert_eq!(aws.calls(), ["events:PutEvents"]);
+}
