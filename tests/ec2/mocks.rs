@@ -651,7 +651,8 @@ fn mocked_replace_root_task_runs_pending_in_progress_succeeded_and_is_created_on
                 .replace_root_volume_task(task(ReplaceRootVolumeTaskState::Pending))
                 .build()
         });
-    let ec2 = ec2(&[&instance, &describe, &create]);
+    let snapshots = backup_snapshots();
+    let ec2 = ec2(&[&instance, &describe, &create, &snapshots]);
     let entry = backed_up(InstanceBackupMode::Snapshots, BackupState::Completed);
     let r = InstanceRestore {
         backup_id: BACKUP,
@@ -724,7 +725,8 @@ fn mocked_replace_root_of_a_stopped_instance_starts_it_first_and_refuses_one_shu
     assert_eq!((create.num_calls(), start.num_calls()), (0, 1));
     // Running: the task is created.
     let running = running_instance();
-    let ec2_running = ec2(&[&running, &describe, &create, &start]);
+    let snapshots = backup_snapshots();
+    let ec2_running = ec2(&[&running, &describe, &create, &start, &snapshots]);
     let step = rt
         .block_on(restore_instance_step(&ec2_running, &r))
         .unwrap();
@@ -1095,6 +1097,7 @@ fn world_rules(w: &Shared) -> Vec<Rule> {
     vec![
         describe_instances,
         describe_volumes,
+        backup_snapshots(),
         stop,
         start,
         create_volume,
@@ -1102,6 +1105,30 @@ fn world_rules(w: &Shared) -> Vec<Rule> {
         detach,
         attach,
     ]
+}
+
+/// `DescribeSnapshots` answering each snapshot asked for as one of backup [`BACKUP`] (tagged
+/// with its id), as Backstop's backups are.
+fn backup_snapshots() -> Rule {
+    mock!(Client::describe_snapshots).then_compute_output(|req| {
+        let tagged = req
+            .snapshot_ids()
+            .iter()
+            .map(|id| {
+                Snapshot::builder()
+                    .snapshot_id(id)
+                    .state(SnapshotState::Completed)
+                    .tags(
+                        Tag::builder()
+                            .key(backstop_core::aws::ec2::TAG_BACKUP_ID)
+                            .value(BACKUP)
+                            .build(),
+                    )
+                    .build()
+            })
+            .collect();
+        snapshots(tagged)
+    })
 }
 
 /// Runs steps until the restore is done (or a step fails); panics if it never converges.
@@ -1393,4 +1420,50 @@ fn mocked_a_failed_set_deletes_only_the_snapshots_carrying_this_backups_tag() {
         0,
         "an untagged snapshot is not ours to delete"
     );
+}
+
+/// A backup whose manifest names a snapshot that is not its own (no backup id tag: planted,
+/// or another backup's) restores nothing: refused before the instance is stopped.
+#[test]
+fn mocked_a_snapshot_without_the_backups_tag_is_refused_before_the_instance_is_touched() {
+    let instance = running_instance();
+    let foreign = mock!(Client::describe_snapshots).then_compute_output(|req| {
+        snapshots(
+            req.snapshot_ids()
+                .iter()
+                .map(|id| {
+                    let owner = if id == "snap-a" {
+                        "someone-else"
+                    } else {
+                        BACKUP
+                    };
+                    Snapshot::builder()
+                        .snapshot_id(id)
+                        .state(SnapshotState::Completed)
+                        .tags(
+                            Tag::builder()
+                                .key(backstop_core::aws::ec2::TAG_BACKUP_ID)
+                                .value(owner)
+                                .build(),
+                        )
+                        .build()
+                })
+                .collect(),
+        )
+    });
+    let volumes =
+        mock!(Client::describe_volumes).then_output(|| DescribeVolumesOutput::builder().build());
+    let stop = mock!(Client::stop_instances).then_output(|| StopInstancesOutput::builder().build());
+    let ec2 = ec2(&[&instance, &foreign, &volumes, &stop]);
+    let entry = backed_up(InstanceBackupMode::Snapshots, BackupState::Completed);
+    let r = InstanceRestore {
+        backup_id: BACKUP,
+        entry: &entry,
+        restore_id: "restore-1",
+        mode: InstanceRestoreMode::SwapVolumes,
+    };
+    let err = rt().block_on(restore_instance_step(&ec2, &r)).unwrap_err();
+    assert_eq!(err.error_type(), "InstanceRestoreFailed", "{err}");
+    assert!(err.to_string().contains("snapshot snap-a"), "{err}");
+    assert_eq!(stop.num_calls(), 0, "the instance was not touched");
 }

@@ -158,6 +158,57 @@ fn check_restorable(r: &InstanceRestore<'_>) -> Result<(), Error> {
     Ok(())
 }
 
+/// `InstanceRestoreFailed` unless each of `snapshots` (and `image`) carries this backup's id
+/// tag, which Backstop gives everything it creates: a manifest naming someone else's snapshot
+/// or image restores nothing and touches nothing.
+async fn ensure_backup_tagged(
+    ec2: &Ec2,
+    r: &InstanceRestore<'_>,
+    snapshots: &[String],
+    image: Option<&str>,
+) -> Result<(), Error> {
+    let refused = |what: String| Error::InstanceRestoreFailed {
+        instance_id: r.entry.instance_id.clone(),
+        reason: format!(
+            "{what} does not carry this backup's tag {TAG_BACKUP_ID}={}: not restored from",
+            r.backup_id
+        ),
+    };
+    if !snapshots.is_empty() {
+        let out = ec2
+            .call("DescribeSnapshots", |c| {
+                c.describe_snapshots()
+                    .set_snapshot_ids(Some(snapshots.to_vec()))
+                    .send()
+            })
+            .await?;
+        for s in snapshots {
+            let ours = out.snapshots().iter().any(|found| {
+                found.snapshot_id() == Some(s.as_str())
+                    && tag_value(found.tags(), TAG_BACKUP_ID) == Some(r.backup_id)
+            });
+            if !ours {
+                return Err(refused(format!("snapshot {s}")));
+            }
+        }
+    }
+    if let Some(image) = image {
+        let out = ec2
+            .call("DescribeImages", |c| {
+                c.describe_images().image_ids(image).send()
+            })
+            .await?;
+        let ours = out.images().iter().any(|found| {
+            found.image_id() == Some(image)
+                && tag_value(found.tags(), TAG_BACKUP_ID) == Some(r.backup_id)
+        });
+        if !ours {
+            return Err(refused(format!("image {image}")));
+        }
+    }
+    Ok(())
+}
+
 /// Reads the current state, does what is still missing, and reports.
 pub async fn restore_instance_step(
     ec2: &Ec2,
@@ -238,6 +289,9 @@ async fn swap_step(
         return Ok(step);
     }
 
+    // Before the instance is touched: every snapshot must be this backup's.
+    let snapshots: Vec<String> = wanted.iter().map(|(_, s)| s.clone()).collect();
+    ensure_backup_tagged(ec2, r, &snapshots, None).await?;
     match &instance.state {
         InstanceStateName::Stopped => {}
         InstanceStateName::Running | InstanceStateName::Pending => {
@@ -496,6 +550,7 @@ async fn replace_root_step(
                     (root, None)
                 }
             };
+            ensure_backup_tagged(ec2, r, snapshot.as_slice(), image.as_deref()).await?;
             let tags = vec![
                 (TAG_BACKUP_ID.to_string(), r.backup_id.to_string()),
                 (TAG_RESTORE_ID.to_string(), r.restore_id.to_string()),
