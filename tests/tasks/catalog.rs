@@ -333,6 +333,9 @@ fn a_malformed_manifest_or_report_is_named_by_its_key() {
     assert!(err.to_string().contains(&report_key), "{err}");
 }
 
+/// A change to a genuine manifest's JSON.
+type Forgery = Box<dyn Fn(&mut serde_json::Value)>;
+
 /// A manifest is believed only when it is what its key says and names only its own backup's
 /// things: each forgery below is left out of listings (and named), and reading it is
 /// `ManifestMalformed`, so no restore, drill or prune ever acts on it.
@@ -360,7 +363,7 @@ fn a_forged_manifest_is_refused_before_it_is_believed() {
         &catalog.manifest_key("shop", genuine),
         &good(genuine),
     );
-    let forgeries: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+    let forgeries: Vec<(&str, Forgery)> = vec![
         (
             "another application's",
             Box::new(|m| m["application"] = json!("billing")),
