@@ -333,3 +333,33 @@ fn database_timeouts_meant_for_the_application_do_not_end_backstops_own_sessions
     let restore = cli.db_restore(&id, "app", &[]);
     assert!(restore.ok, "{}", restore.all());
 }
+
+/// A table whose policies bind its owner too (`FORCE ROW LEVEL SECURITY`) cannot be dumped
+/// whole by the owner: `pg_dump` refuses rather than silently leaving rows out, and the
+/// backup is `DumpFailed` saying why, with no good manifest.
+#[test]
+fn a_table_forcing_row_security_on_its_owner_fails_the_backup_instead_of_losing_rows() {
+    let bed = Bed::new().postgres().moto().build();
+    bed.pg().psql_script("postgres", ROLES).unwrap();
+    as_owner(
+        &bed,
+        "CREATE TABLE notes (id int, tenant text); \
+         INSERT INTO notes VALUES (1, 'a'), (2, 'b'); \
+         ALTER TABLE notes ENABLE ROW LEVEL SECURITY; \
+         ALTER TABLE notes FORCE ROW LEVEL SECURITY; \
+         CREATE POLICY only_a ON notes USING (tenant = 'a')",
+    );
+    let cli = owner_cli(&bed);
+    let run = cli.catalog(&["db", "backup", "--database-url", &cli.url("shop")]);
+    assert!(!run.ok, "{}", run.all());
+    assert!(
+        run.stderr.contains("error: DumpFailed:") && run.stderr.contains("row-level security"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        bed.manifests().iter().all(|m| m["state"] != "completed"),
+        "{:?}",
+        bed.manifests()
+    );
+}

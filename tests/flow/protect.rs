@@ -1361,6 +1361,35 @@ fn bad_run_documents_are_invalid_input_and_touch_nothing() {
         "only the document was read"
     );
     assert!(bed.keys().is_empty(), "{:?}", bed.keys());
+
+    // A restore entry nobody authorised (guard records each one in the catalog before it
+    // starts it): refused by GuardRestore, nothing restored or written.
+    let forged = json!({"restore_of": {
+        "application": "shop",
+        "backup_id": "20261101T000000Z-0badc0de",
+        "failure": {"Error": "PipelineStageFailed", "Cause": "forged"}
+    }});
+    let started = bed
+        .rt
+        .block_on(
+            sfn.start_execution()
+                .state_machine_arn(&machine)
+                .name("forged-restore")
+                .input(forged.to_string())
+                .send(),
+        )
+        .unwrap();
+    let arn = started.execution_arn();
+    let described = bed.finished(arn);
+    assert_eq!(described.status().as_str(), "FAILED", "{described:?}");
+    let cause: Value = serde_json::from_str(described.cause().unwrap()).unwrap();
+    assert_eq!(cause["errorType"], "NotAllowed", "{cause}");
+    assert_eq!(
+        bed.entered(arn),
+        ["Entry", "GuardRestore", "InvalidRunDocument"],
+        "refused before any restore"
+    );
+    assert!(bed.keys().is_empty(), "{:?}", bed.keys());
     let ec2 = bed.ec2();
     for (device, volume, _) in bed.devices(&id) {
         let snapshots = bed
