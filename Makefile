@@ -22,13 +22,15 @@ DEV_BUILD := $(CARGO) build --workspace --bins --examples
 
 setup: postgres venv
 
-# Debian's PostgreSQL server and client tools (initdb, pg_dump, pg_restore, pgbench).
+# Debian's PostgreSQL server and client tools (initdb, pg_dump, pg_restore, pgbench), and the
+# zstd command the tests read a dump with by hand, as the README tells operators to.
 postgres:
-	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v runuser >/dev/null; then \
-		echo "installing PostgreSQL from Debian"; \
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v runuser >/dev/null \
+			|| ! command -v zstd >/dev/null; then \
+		echo "installing PostgreSQL and zstd from Debian"; \
 		$(SUDO) apt-get update -q && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-			postgresql postgresql-contrib util-linux; \
+			postgresql postgresql-contrib util-linux zstd; \
 	fi
 
 # The deployed-stack run's emulator (ministack, with the SAM transform) and its awscli, pinned,

@@ -3,9 +3,11 @@
 #
 # On one throwaway PostgreSQL cluster filled by pgbench, for each size in SIZES (pgbench scale
 # factors; 70 ≈ 1 GiB of table data) and each local S3 endpoint in BENCH_S3, it measures:
-#   (a) backstop db backup --compression gzip:6            -> S3 (release build)
+#   (a) backstop db backup (auto: pg_dump -Z0, Backstop's zstd on every core) -> S3 (release
+#       build), once per level in BENCH_STREAM_LEVELS; the first level is the table's
 #   (b) pg_dump -Fc -Z6 | aws s3 cp - s3://...              -> S3 (awscli from .venv)
-#   (c) pg_dump -Fc -Z6 > /dev/null                         the limit
+#   (c) pg_dump -Fc -Z6 > /dev/null                         pg_dump's own gzip
+#   (c0) pg_dump -Fc -Z0 > /dev/null                        the COPY limit of a logical dump
 #   (d) the endpoint's own ingest: aws s3 cp FILE, curl PUT FILE (FILE = a dump of the same size)
 #   restore: backstop db restore (swap into a new database) vs pg_restore -d NEWDB FILE
 #   peak RSS (VmHWM) of the backstop process itself, backup and restore
@@ -14,6 +16,7 @@
 #
 # Environment:
 #   SIZES="35 70"         pgbench scale factors (with the random data: 0.86 and 1.7 GiB databases)
+#   BENCH_STREAM_LEVELS="3 1"  zstd levels of Backstop's own compression to measure (a) at
 #   BENCH_S3=auto         moto | s3s | "moto s3s" | auto (moto, plus s3s-fs when installable)
 #   BENCH_REPEAT=1        runs of each measurement (not the endpoint set-up); the fastest counts
 #   BENCH_INSTALL_S3S=1   cargo install s3s-fs into bench/.tools when missing
@@ -37,6 +40,7 @@ BENCH_BUILD=${BENCH_BUILD:-1}
 BENCH_TMP=${BENCH_TMP:-/tmp}
 BENCH_KEEP=${BENCH_KEEP:-0}
 BENCH_RANDOM_MIB_PER_SCALE=${BENCH_RANDOM_MIB_PER_SCALE:-8}
+BENCH_STREAM_LEVELS=${BENCH_STREAM_LEVELS:-"3 1"}
 PG_BIN_DIR=${PG_BIN_DIR:-/usr/lib/postgresql/15/bin}
 VENV=${BENCH_VENV:-$ROOT/.venv}
 S3S_VERSION=${S3S_VERSION:-0.14.1} # newest s3s-fs that builds with rustc 1.95
@@ -317,7 +321,7 @@ for e in "${ENDPOINTS[@]}"; do start_endpoint "$e"; done
 
 # ---------------------------------------------------------------------------------------------
 # The benchmark
-declare -a RESULTS TABLE
+declare -a RESULTS TABLE LEVELS
 DUMP_ARGS=(-Fc -Z6 --no-password)
 
 for size in $SIZES; do
@@ -353,6 +357,10 @@ for size in $SIZES; do
 
   best "s$size-c" bash -c 'exec pg_dump "$@" > /dev/null' _ "${DUMP_ARGS[@]}" "$db"
   c_secs=$M_SECS c_mbps=$(mbps "$dump_bytes" "$M_SECS") c_busy=$M_SYS_BUSY c_cpu=$M_SELF_CPU
+
+  # (c0) the COPY limit: pg_dump without compression, into nothing.
+  best "s$size-c0" bash -c 'exec pg_dump -Fc -Z0 --no-password "$@" > /dev/null' _ "$db"
+  c0_secs=$M_SECS c0_mbps=$(mbps "$dump_bytes" "$M_SECS")
 
   # Control for (a) and (b): the same dump through a pipe into a reader that does nothing.
   best "s$size-c_pipe" bash -o pipefail -c 'pg_dump "$@" | cat > /dev/null' _ "${DUMP_ARGS[@]}" "$db"
@@ -406,10 +414,21 @@ for size in $SIZES; do
     # (a) backstop db backup
     # The password goes through the environment, never argv.
     export BACKSTOP_DATABASE_URL=$(db_url "$db")
-    best "s$size-$ep-a" "$BACKSTOP" db backup --bucket "$BUCKET" --compression gzip:6 --json
-    a_secs=$M_SECS a_mbps=$(mbps "$dump_bytes" "$M_SECS") a_busy=$M_SYS_BUSY a_srv=$M_SRV_CPU
-    a_rss=$M_HWM_MIB a_cpu=$M_SELF_CPU a_child_cpu=$M_CHILD_CPU
-    read -r backup_id a_bytes < <("$PY" -c 'import json,sys; m=json.load(open(sys.argv[1])); print(m["backup_id"], m["databases"][0]["artifact"]["bytes"])' "$LAST_OUT")
+    # Each level of Backstop's own zstd; the first is the table's (and the restore's).
+    LEVELS_LINE=""
+    first_level=""
+    for level in $BENCH_STREAM_LEVELS; do
+      best "s$size-$ep-a$level" "$BACKSTOP" db backup --bucket "$BUCKET" --compression "stream-zstd:$level" --json
+      read -r l_id l_bytes < <("$PY" -c 'import json,sys; m=json.load(open(sys.argv[1])); print(m["backup_id"], m["databases"][0]["artifact"]["bytes"])' "$LAST_OUT")
+      LEVELS_LINE+=" zstd$level: $(calc "$c0_secs / $M_SECS" 3) of the COPY limit, $(calc "$l_bytes / $dump_bytes" 3) of pg_dump -Fc's size, ${M_HWM_MIB} MiB;"
+      if [[ -z $first_level ]]; then
+        first_level=$level
+        a_secs=$M_SECS a_mbps=$(mbps "$dump_bytes" "$M_SECS") a_busy=$M_SYS_BUSY a_srv=$M_SRV_CPU
+        a_rss=$M_HWM_MIB a_cpu=$M_SELF_CPU a_child_cpu=$M_CHILD_CPU
+        backup_id=$l_id a_bytes=$l_bytes
+      fi
+    done
+    LEVELS+=("size $size on $ep:$LEVELS_LINE")
 
     # restore: backstop db restore into a database that does not exist yet (swap: restore, rename)
     rdb=rbs_s${size}_$ep
@@ -422,11 +441,15 @@ for size in $SIZES; do
 
     a_over_b=$(calc "$a_mbps / $b_mbps" 3)
     a_over_c=$(calc "$a_mbps / $c_mbps" 3)
-    r_ratio=$(calc "$r_mbps / $pgr_mbps" 3)
-    RESULTS+=("RESULT size=$size random_mib=$((size * BENCH_RANDOM_MIB_PER_SCALE)) endpoint=$ep dump_bytes=$dump_bytes backstop_bytes=$a_bytes db_mib=$(calc "$db_bytes / 1048576" 0) a_mbps=$a_mbps b_mbps=$b_mbps c_mbps=$c_mbps a_over_b=$a_over_b a_over_c=$a_over_c c_pipe_mbps=$cp_mbps a_over_c_pipe=$(calc "$a_mbps / $cp_mbps" 3) c_with_counts_mbps=$cc_mbps a_over_c_with_counts=$(calc "$a_mbps / $cc_mbps" 3) backup_peak_rss_mib=$a_rss restore_mbps=$r_mbps pg_restore_mbps=$pgr_mbps restore_ratio=$r_ratio restore_peak_rss_mib=$r_rss endpoint_ingest_mbps=$ingest_mbps endpoint_ingest_awscli_mbps=$d_aws_mbps endpoint_ingest_curl_mbps=$d_curl_mbps endpoint_get_curl_mbps=$get_mbps a_s=$a_secs b_s=$b_secs c_s=$c_secs c_pipe_s=$cp_secs c_with_counts_s=$cc_secs restore_s=$r_secs pg_restore_s=$pgr_secs rowcount_s=$count_secs backstop_backup_cpu_s=$a_cpu backstop_pg_dump_cpu_s=$a_child_cpu pg_dump_cpu_s=$c_cpu backstop_restore_cpu_s=$r_cpu machine_busy_pct_a=$a_busy machine_busy_pct_b=$b_busy machine_busy_pct_c=$c_busy endpoint_cpu_pct_a=$a_srv endpoint_cpu_pct_b=$b_srv endpoint_cpu_pct_restore=$r_srv")
-    TABLE+=("$(printf '%-5s %-5s %8s | %8s %8s %8s %8s %8s %6s %6s | %8s %8s %6s | %8s %8s | %7s %7s' \
-      "$size" "$ep" "$dump_mb" "$a_mbps" "$b_mbps" "$c_mbps" "$cp_mbps" "$cc_mbps" "$a_over_b" "$a_over_c" \
-      "$r_mbps" "$pgr_mbps" "$r_ratio" "$a_rss" "$r_rss" "$d_aws_mbps" "$d_curl_mbps")")
+    # Against the COPY limit (same database, time ratio) and pg_dump -Fc's archive size.
+    a_over_c0=$(calc "$c0_secs / $a_secs" 3)
+    size_ratio=$(calc "$a_bytes / $dump_bytes" 3)
+    # Restore against pg_restore from a local file: time ratio (the archives differ in size).
+    r_ratio=$(calc "$pgr_secs / $r_secs" 3)
+    RESULTS+=("RESULT size=$size random_mib=$((size * BENCH_RANDOM_MIB_PER_SCALE)) endpoint=$ep stream_level=$first_level dump_bytes=$dump_bytes backstop_bytes=$a_bytes size_ratio=$size_ratio c0_mbps=$c0_mbps a_over_c0=$a_over_c0 c0_s=$c0_secs db_mib=$(calc "$db_bytes / 1048576" 0) a_mbps=$a_mbps b_mbps=$b_mbps c_mbps=$c_mbps a_over_b=$a_over_b a_over_c=$a_over_c c_pipe_mbps=$cp_mbps a_over_c_pipe=$(calc "$a_mbps / $cp_mbps" 3) c_with_counts_mbps=$cc_mbps a_over_c_with_counts=$(calc "$a_mbps / $cc_mbps" 3) backup_peak_rss_mib=$a_rss restore_mbps=$r_mbps pg_restore_mbps=$pgr_mbps restore_ratio=$r_ratio restore_peak_rss_mib=$r_rss endpoint_ingest_mbps=$ingest_mbps endpoint_ingest_awscli_mbps=$d_aws_mbps endpoint_ingest_curl_mbps=$d_curl_mbps endpoint_get_curl_mbps=$get_mbps a_s=$a_secs b_s=$b_secs c_s=$c_secs c_pipe_s=$cp_secs c_with_counts_s=$cc_secs restore_s=$r_secs pg_restore_s=$pgr_secs rowcount_s=$count_secs backstop_backup_cpu_s=$a_cpu backstop_pg_dump_cpu_s=$a_child_cpu pg_dump_cpu_s=$c_cpu backstop_restore_cpu_s=$r_cpu machine_busy_pct_a=$a_busy machine_busy_pct_b=$b_busy machine_busy_pct_c=$c_busy endpoint_cpu_pct_a=$a_srv endpoint_cpu_pct_b=$b_srv endpoint_cpu_pct_restore=$r_srv")
+    TABLE+=("$(printf '%-5s %-5s %8s | %8s %8s %8s %8s %6s %6s %6s | %8s %8s %6s | %8s %8s | %7s %7s' \
+      "$size" "$ep" "$dump_mb" "$a_mbps" "$b_mbps" "$c_mbps" "$c0_mbps" "$a_over_c0" "$size_ratio" "$a_over_c" \
+      "$r_secs" "$pgr_secs" "$r_ratio" "$a_rss" "$r_rss" "$d_aws_mbps" "$d_curl_mbps")")
   done
   rm -f "$dump_file"
   sql "DROP DATABASE $db"
@@ -437,13 +460,17 @@ done
   echo
   echo "Backstop benchmark: $(date -u +%Y-%m-%dT%H:%M:%SZ), $NCPU cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(pg_dump --version), load avg at start $LOAD0, gzip level 6, best of $BENCH_REPEAT, random MiB per scale $BENCH_RANDOM_MIB_PER_SCALE, backstop $GIT_REV"
   echo "MB/s = archive bytes (pg_dump -Fc -Z6) / wall seconds, MB = 10^6 bytes; RSS = peak VmHWM of the backstop process, MiB"
-  echo "a = backstop db backup -> S3; b = pg_dump | aws s3 cp - -> S3; c = pg_dump > /dev/null (limit); c|cat = pg_dump | cat > /dev/null; c+cnt = c while backstop's row counts run"
-  echo "restore = backstop db restore (swap into a new db, incl. row counts); pg_restore = createdb + pg_restore -d from a local file"
+  echo "a = backstop db backup -> S3 (pg_dump -Z0 + Backstop's zstd, level ${BENCH_STREAM_LEVELS%% *}); b = pg_dump -Z6 | aws s3 cp - -> S3; c = pg_dump -Z6 > /dev/null; c0 = pg_dump -Z0 > /dev/null (the COPY limit)"
+  echo "a/c0 = c0 seconds / a seconds (goal >= 0.9); size = a's object / pg_dump -Fc's file (goal <= 1.0); a/c = against pg_dump's own gzip"
+  echo "rst_s = backstop db restore (swap into a new db, incl. row counts); pgr_s = createdb + pg_restore -d from the local -Fc file; ratio = pgr_s / rst_s (goal >= 1.0)"
   echo "ingest = the endpoint alone: aws s3 cp FILE / curl PUT FILE of the same bytes"
   echo
-  printf '%-5s %-5s %8s | %8s %8s %8s %8s %8s %6s %6s | %8s %8s %6s | %8s %8s | %7s %7s\n' \
-    scale s3 dump_MB a_MB/s b_MB/s c_MB/s c\|cat c+cnt a/b a/c rst_MB/s pgr_MB/s ratio rss_bk rss_rst awscli curl
+  printf '%-5s %-5s %8s | %8s %8s %8s %8s %6s %6s %6s | %8s %8s %6s | %8s %8s | %7s %7s\n' \
+    scale s3 dump_MB a_MB/s b_MB/s c_MB/s c0_MB/s a/c0 size a/c rst_s pgr_s ratio rss_bk rss_rst awscli curl
   printf '%s\n' "${TABLE[@]}"
+  echo
+  echo "Backstop's zstd by level (first = the table's):"
+  printf '  %s\n' "${LEVELS[@]}"
   echo
   printf '%s\n' "${RESULTS[@]}"
 } | tee "$WORK/summary.txt"

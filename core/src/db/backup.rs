@@ -24,23 +24,36 @@ use crate::model::manifest::{
 use crate::progress::Progress;
 use crate::store::upload::{upload_stream, UploadTuning, Uploaded};
 
-/// pg_dump's compression.
+/// How a dump is compressed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
-    /// zstd when pg_dump supports it (16+), gzip otherwise.
+    /// [`Compression::Stream`] at [`STREAM_LEVEL`].
     Auto,
+    /// pg_dump's own (single-threaded) gzip.
     Gzip(u8),
+    /// pg_dump's own zstd (16+).
     Zstd(u8),
+    /// `pg_dump -Z0`, the stream compressed by Backstop with zstd on every core on its way to
+    /// S3: pg_dump at its COPY rate, the archive smaller than gzip's. The object is one zstd
+    /// frame holding a custom-format archive (`zstd -d | pg_restore` reads it by hand).
+    Stream(u8),
     None,
 }
 
+/// The zstd level of [`Compression::Auto`], chosen by measurement (README, "Speed").
+pub const STREAM_LEVEL: u8 = 3;
+
+/// The manifest's label of a [`Compression::Stream`] dump: `stream-zstd:<level>`.
+const STREAM_LABEL: &str = "stream-zstd";
+
 impl FromStr for Compression {
     type Err = Error;
-    /// `auto`, `none`, `gzip`, `gzip:N` (1-9), `zstd`, `zstd:N` (1-22).
+    /// `auto`, `none`, `gzip`, `gzip:N` (1-9), `zstd`, `zstd:N` (1-22), `stream-zstd`,
+    /// `stream-zstd:N` (1-19).
     fn from_str(s: &str) -> Result<Self, Error> {
         let bad = || {
             Error::InvalidInput(format!(
-                "compression {s:?}: use auto, none, gzip[:1-9] or zstd[:1-22]"
+                "compression {s:?}: use auto, none, gzip[:1-9], zstd[:1-22] or stream-zstd[:1-19]"
             ))
         };
         let (method, level) = match s.split_once(':') {
@@ -54,33 +67,85 @@ impl FromStr for Compression {
             ("gzip", Some(l @ 1..=9)) => Ok(Compression::Gzip(l)),
             ("zstd", None) => Ok(Compression::Zstd(3)),
             ("zstd", Some(l @ 1..=22)) => Ok(Compression::Zstd(l)),
+            (STREAM_LABEL, None) => Ok(Compression::Stream(STREAM_LEVEL)),
+            (STREAM_LABEL, Some(l @ 1..=19)) => Ok(Compression::Stream(l)),
             _ => Err(bad()),
         }
     }
 }
 
+/// What a dump's stored bytes are, from the compression its manifest records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stored {
+    /// A custom-format archive as pg_dump wrote it (gzip, zstd or nothing inside it).
+    Archive,
+    /// One zstd frame holding a custom-format archive written with `-Z0`.
+    ZstdStream,
+}
+
+impl Stored {
+    /// The form of a dump whose manifest says `compression` (`gzip:6`, `stream-zstd:3`, …).
+    pub fn of(compression: &str) -> Stored {
+        if compression.split(':').next() == Some(STREAM_LABEL) {
+            Stored::ZstdStream
+        } else {
+            Stored::Archive
+        }
+    }
+}
+
+/// What pg_dump is asked for and what Backstop does to its output.
+#[derive(Debug)]
+struct Resolved {
+    /// pg_dump's `--compress` argument.
+    argument: String,
+    /// What the manifest records.
+    label: String,
+    /// Backstop's own zstd level, when it compresses the stream.
+    stream_level: Option<u8>,
+}
+
 impl Compression {
-    /// The concrete method for a pg_dump of this major version, as `(argument, label)`.
-    fn resolve(self, pg_dump_major: u32) -> Result<(String, String), Error> {
+    /// The concrete method for a pg_dump of this major version.
+    fn resolve(self, pg_dump_major: u32) -> Result<Resolved, Error> {
         let modern = pg_dump_major >= 16;
-        let chosen = match self {
-            Compression::Auto if modern => Compression::Zstd(3),
-            Compression::Auto => Compression::Gzip(6),
-            other => other,
+        let plain = |argument: String, label: String| Resolved {
+            argument,
+            label,
+            stream_level: None,
         };
-        Ok(match chosen {
-            Compression::Gzip(l) if modern => (format!("--compress=gzip:{l}"), format!("gzip:{l}")),
-            Compression::Gzip(l) => (format!("--compress={l}"), format!("gzip:{l}")),
-            Compression::Zstd(l) if modern => (format!("--compress=zstd:{l}"), format!("zstd:{l}")),
+        let none = || {
+            if modern {
+                "--compress=none".to_string()
+            } else {
+                "--compress=0".to_string()
+            }
+        };
+        Ok(match self {
+            Compression::Auto | Compression::Stream(_) => {
+                let level = match self {
+                    Compression::Stream(l) => l,
+                    _ => STREAM_LEVEL,
+                };
+                Resolved {
+                    argument: none(),
+                    label: format!("{STREAM_LABEL}:{level}"),
+                    stream_level: Some(level),
+                }
+            }
+            Compression::Gzip(l) if modern => {
+                plain(format!("--compress=gzip:{l}"), format!("gzip:{l}"))
+            }
+            Compression::Gzip(l) => plain(format!("--compress={l}"), format!("gzip:{l}")),
+            Compression::Zstd(l) if modern => {
+                plain(format!("--compress=zstd:{l}"), format!("zstd:{l}"))
+            }
             Compression::Zstd(_) => {
                 return Err(Error::InvalidInput(format!(
                     "zstd compression needs pg_dump 16 or newer; this pg_dump is {pg_dump_major}"
                 )))
             }
-            Compression::None if modern => ("--compress=none".to_string(), "none".to_string()),
-            Compression::None | Compression::Auto => {
-                ("--compress=0".to_string(), "none".to_string())
-            }
+            Compression::None => plain(none(), "none".to_string()),
         })
     }
 }
@@ -136,7 +201,7 @@ pub async fn backup_database(
         }
     }
     let (dump_major, pg_dump_version) = tools.version("pg_dump").await?;
-    let (compress_arg, compression) = req.compression.resolve(dump_major)?;
+    let resolved = req.compression.resolve(dump_major)?;
 
     let session = Session::connect(db).await?;
     let (server_version, server_version_num) = session.server_version().await?;
@@ -149,21 +214,12 @@ pub async fn backup_database(
         .clone()
         .unwrap_or_else(|| new_backup_id(started_at));
     let key = catalog.dump_key(&req.application, &backup_id, &db.server(), &db.dbname);
-    tracing::info!(backup_id, database = %db, key, compression, "backup starting");
+    tracing::info!(backup_id, database = %db, key, compression = %resolved.label, "backup starting");
 
     let upload_id = catalog.store.create_multipart(&key).await?;
     progress.start(&format!("dump {}", db.dbname), None);
     let work = dump_and_upload(
-        catalog,
-        tools,
-        db,
-        &session,
-        &key,
-        &upload_id,
-        &snapshot,
-        &compress_arg,
-        req.tuning,
-        progress,
+        catalog, tools, db, &session, &key, &upload_id, &snapshot, &resolved, req.tuning, progress,
     );
     let outcome = run_bounded("backup", req.timeout, cancel, work).await;
     progress.finish();
@@ -229,7 +285,7 @@ pub async fn backup_database(
         server_version,
         server_version_num: server_version_num.0,
         pg_dump_version,
-        compression,
+        compression: resolved.label.clone(),
         artifact: Artifact {
             key,
             bytes,
@@ -260,6 +316,21 @@ pub async fn backup_database(
     Ok(manifest)
 }
 
+/// zstd at `level` over `input`, on as many worker threads as the process has cores (the
+/// calling task only moves bytes): pg_dump keeps its COPY rate while the other cores compress.
+fn zstd_encoder(
+    input: impl tokio::io::AsyncRead + Unpin + Send,
+    level: u8,
+) -> impl tokio::io::AsyncRead + Unpin + Send {
+    use async_compression::zstd::CParameter;
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    async_compression::tokio::bufread::ZstdEncoder::with_quality_and_params(
+        tokio::io::BufReader::with_capacity(1 << 20, input),
+        async_compression::Level::Precise(i32::from(level)),
+        &[CParameter::nb_workers(workers)],
+    )
+}
+
 /// Runs pg_dump, streams it into the upload and counts rows, all at once.
 #[allow(clippy::too_many_arguments)]
 async fn dump_and_upload(
@@ -270,13 +341,13 @@ async fn dump_and_upload(
     key: &str,
     upload_id: &str,
     snapshot: &str,
-    compress_arg: &str,
+    compression: &Resolved,
     tuning: UploadTuning,
     progress: &dyn Progress,
 ) -> Result<(Uploaded, Vec<TableCount>), Error> {
     let mut cmd = tools.command("pg_dump", Some(db));
     cmd.arg("--format=custom")
-        .arg(compress_arg)
+        .arg(&compression.argument)
         .arg(format!("--snapshot={snapshot}"))
         .arg("--no-password");
     let mut child = tools.spawn("pg_dump", cmd)?;
@@ -287,7 +358,11 @@ async fn dump_and_upload(
         .ok_or_else(|| Error::DumpFailed("pg_dump has no stdout".to_string()))?;
     let stderr = child.stderr.take();
 
-    let upload = upload_stream(&catalog.store, key, upload_id, stdout, tuning, progress);
+    let stream: Box<dyn tokio::io::AsyncRead + Unpin + Send> = match compression.stream_level {
+        Some(level) => Box::new(zstd_encoder(stdout, level)),
+        None => Box::new(stdout),
+    };
+    let upload = upload_stream(&catalog.store, key, upload_id, stream, tuning, progress);
     let (uploaded, counts, stderr) =
         tokio::join!(upload, session.row_counts(), stderr_tail(stderr));
     let status: ExitStatus = child
@@ -355,22 +430,52 @@ mod tests {
             Compression::Gzip(9)
         );
         assert_eq!("zstd".parse::<Compression>().unwrap(), Compression::Zstd(3));
-        for bad in ["gzip:0", "gzip:10", "zstd:23", "lz5", "gzip:x", ""] {
+        assert_eq!(
+            "stream-zstd:7".parse::<Compression>().unwrap(),
+            Compression::Stream(7)
+        );
+        for bad in [
+            "gzip:0",
+            "gzip:10",
+            "zstd:23",
+            "stream-zstd:20",
+            "lz5",
+            "gzip:x",
+            "",
+        ] {
             assert!(bad.parse::<Compression>().is_err(), "{bad}");
         }
+        // auto: pg_dump without compression, Backstop's zstd on the stream, any pg_dump.
+        for major in [13, 15, 17] {
+            let auto = Compression::Auto.resolve(major).unwrap();
+            assert_eq!(auto.label, format!("stream-zstd:{STREAM_LEVEL}"));
+            assert_eq!(auto.stream_level, Some(STREAM_LEVEL));
+            assert!(
+                auto.argument.starts_with("--compress="),
+                "{}",
+                auto.argument
+            );
+        }
         assert_eq!(
-            Compression::Auto.resolve(15).unwrap(),
-            ("--compress=6".to_string(), "gzip:6".to_string())
+            Compression::Gzip(6).resolve(15).unwrap().argument,
+            "--compress=6"
         );
-        assert_eq!(Compression::Auto.resolve(17).unwrap().1, "zstd:3");
+        assert_eq!(Compression::Zstd(3).resolve(17).unwrap().label, "zstd:3");
         assert_eq!(
-            Compression::Gzip(4).resolve(16).unwrap().0,
+            Compression::Gzip(4).resolve(16).unwrap().argument,
             "--compress=gzip:4"
         );
         assert_eq!(
             Compression::Zstd(3).resolve(15).unwrap_err().error_type(),
             "InvalidInput"
         );
-        assert_eq!(Compression::None.resolve(15).unwrap().0, "--compress=0");
+        assert_eq!(Stored::of("stream-zstd:3"), Stored::ZstdStream);
+        for archive in ["gzip:6", "zstd:3", "none", ""] {
+            assert_eq!(Stored::of(archive), Stored::Archive);
+        }
+        assert_eq!(
+            Compression::None.resolve(15).unwrap().argument,
+            "--compress=0"
+        );
     }
 }

@@ -25,14 +25,14 @@ use time::OffsetDateTime;
 use tokio::io::AsyncReadExt;
 
 use crate::catalog::Catalog;
-use crate::db::backup::{backup_database, run_bounded, BackupRequest, Compression};
+use crate::db::backup::{backup_database, run_bounded, BackupRequest, Compression, Stored};
 use crate::db::properties;
 use crate::db::session::{Marker, Session};
 use crate::db::target::{DbTarget, Password};
 use crate::db::tools::{conninfo_dbname, describe_exit, stderr_tail, PgTools};
 use crate::error::Error;
 use crate::model::manifest::{
-    check_counts, Artifact, BackupState, DatabaseBackup, Manifest, Purpose, TableCount,
+    check_counts, BackupState, DatabaseBackup, Manifest, Purpose, TableCount,
 };
 use crate::progress::{Progress, Quiet};
 use crate::store::download::{stream_verified, DownloadTuning, Streamed};
@@ -191,7 +191,7 @@ pub async fn restore_database(
                 catalog.store.as_ref(),
                 tools,
                 target,
-                &entry.artifact,
+                entry,
                 &args,
                 req.tuning,
                 progress,
@@ -485,7 +485,7 @@ pub(crate) async fn restore_and_count(
     progress.start(label, Some(entry.artifact.bytes));
     // The count is part of the bounded work: on a large database it takes a while too.
     let work = async {
-        restore_archive(store, tools, into, &entry.artifact, args, tuning, progress).await?;
+        restore_archive(store, tools, into, entry, args, tuning, progress).await?;
         Session::connect(into).await?.row_counts().await
     };
     let found = run_bounded("restore", timeout, cancel, work).await;
@@ -495,14 +495,14 @@ pub(crate) async fn restore_and_count(
     Ok(found)
 }
 
-/// Streams `artifact` into `pg_restore <args> --dbname <into>`, verifying size and SHA-256
-/// on the way; a mismatch kills `pg_restore` before it sees the archive's end. Returns what
-/// passed and pg_restore's standard output.
+/// Streams the dump of `entry` into `pg_restore <args> --dbname <into>`, verifying size and
+/// SHA-256 on the way; a mismatch kills `pg_restore` before it sees the archive's end. Returns
+/// what passed.
 pub async fn restore_archive(
     store: &dyn ObjectStore,
     tools: &PgTools,
     into: &DbTarget,
-    artifact: &Artifact,
+    entry: &DatabaseBackup,
     args: &[&str],
     tuning: DownloadTuning,
     progress: &dyn Progress,
@@ -511,32 +511,36 @@ pub async fn restore_archive(
     cmd.args(args)
         .arg("--no-password")
         .arg(format!("--dbname={}", conninfo_dbname(&into.dbname)));
-    run_pg_restore(
-        store,
-        tools,
-        cmd,
-        &into.password,
-        artifact,
-        tuning,
-        progress,
-    )
-    .await
-    .map(|(streamed, _)| streamed)
+    run_pg_restore(store, tools, cmd, &into.password, entry, tuning, progress)
+        .await
+        .map(|(streamed, _)| streamed)
 }
 
-/// Feeds `artifact` to an already configured `pg_restore` command; kills it on a checksum
+/// Feeds the dump of `entry` to an already configured `pg_restore` command, decompressing
+/// Backstop's own zstd on the way when the dump has it ([`Stored`]); kills it on a checksum
 /// mismatch; maps a non-zero exit to `PgRestoreFailed`.
 pub(crate) async fn run_pg_restore(
     store: &dyn ObjectStore,
     tools: &PgTools,
     cmd: tokio::process::Command,
     password: &Password,
-    artifact: &Artifact,
+    entry: &DatabaseBackup,
     tuning: DownloadTuning,
     progress: &dyn Progress,
 ) -> Result<(Streamed, String), Error> {
+    let artifact = &entry.artifact;
     let mut child = tools.spawn("pg_restore", cmd)?;
-    let stdin = child.stdin.take();
+    let stdin: Option<Box<dyn tokio::io::AsyncWrite + Unpin + Send>> =
+        child
+            .stdin
+            .take()
+            .map(|pipe| match Stored::of(&entry.compression) {
+                Stored::ZstdStream => {
+                    Box::new(async_compression::tokio::write::ZstdDecoder::new(pipe))
+                        as Box<dyn tokio::io::AsyncWrite + Unpin + Send>
+                }
+                Stored::Archive => Box::new(pipe),
+            });
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let streaming = async {

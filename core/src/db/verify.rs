@@ -77,7 +77,7 @@ pub async fn verify_databases(
             tools,
             cmd,
             &Password::default(),
-            artifact,
+            entry,
             tuning,
             progress,
         )
