@@ -16,7 +16,7 @@
 #
 # Environment:
 #   SIZES="35 70"         pgbench scale factors (with the random data: 0.86 and 1.7 GiB databases)
-#   BENCH_STREAM_LEVELS="3 1"  zstd levels of Backstop's own compression to measure (a) at
+#   BENCH_STREAM_LEVELS="1 3"  zstd levels of Backstop's own compression to measure (a) at
 #   BENCH_S3=auto         moto | s3s | "moto s3s" | auto (moto, plus s3s-fs when installable)
 #   BENCH_REPEAT=1        runs of each measurement (not the endpoint set-up); the fastest counts
 #   BENCH_INSTALL_S3S=1   cargo install s3s-fs into bench/.tools when missing
@@ -40,7 +40,7 @@ BENCH_BUILD=${BENCH_BUILD:-1}
 BENCH_TMP=${BENCH_TMP:-/tmp}
 BENCH_KEEP=${BENCH_KEEP:-0}
 BENCH_RANDOM_MIB_PER_SCALE=${BENCH_RANDOM_MIB_PER_SCALE:-8}
-BENCH_STREAM_LEVELS=${BENCH_STREAM_LEVELS:-"3 1"}
+BENCH_STREAM_LEVELS=${BENCH_STREAM_LEVELS:-"1 3"}
 PG_BIN_DIR=${PG_BIN_DIR:-/usr/lib/postgresql/15/bin}
 VENV=${BENCH_VENV:-$ROOT/.venv}
 S3S_VERSION=${S3S_VERSION:-0.14.1} # newest s3s-fs that builds with rustc 1.95

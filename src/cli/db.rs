@@ -42,7 +42,7 @@ pub struct BackupArgs {
     /// database already in it is not dumped again.
     #[arg(long)]
     backup_id: Option<String>,
-    /// auto (stream-zstd:3), stream-zstd[:1-19] (pg_dump -Z0, Backstop's zstd on every core),
+    /// auto (stream-zstd:1), stream-zstd[:1-19] (pg_dump -Z0, Backstop's zstd on every core),
     /// gzip[:1-9] or zstd[:1-22] (pg_dump's own, zstd with pg_dump 16+), none.
     #[arg(long, default_value = "auto")]
     compression: Compression,

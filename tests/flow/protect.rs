@@ -122,9 +122,10 @@ fn happy_path_backs_up_deploys_checks_and_succeeds() {
     let id = bed.launch_instance();
     let before = bed.devices(&id);
     let queue = bed.events_queue();
-    let (run, outcome) = bed
-        .cli()
-        .run_document(&run_document(&bed, &id, "shop-deploy", &orders));
+    // The proof before the deploy: the dump restored into a scratch database and counted.
+    let mut doc = run_document(&bed, &id, "shop-deploy", &orders);
+    doc["policy"]["restore_test"] = json!(true);
+    let (run, outcome) = bed.cli().run_document(&doc);
     assert!(run.ok, "{}", run.all());
     assert_eq!(outcome["status"], "SUCCEEDED", "{outcome}");
     let states = exited(&outcome);
@@ -167,6 +168,16 @@ fn happy_path_backs_up_deploys_checks_and_succeeds() {
     assert_eq!(published[1].1["commit"], "v1.5.0", "{published:?}");
     // Fields with nothing to say are left out of the detail.
     assert!(published[0].1.get("commit").is_none(), "{published:?}");
+    let verified = published[0].1["summary"].as_str().unwrap();
+    assert!(
+        verified.contains(&format!("shop on 127.0.0.1:{}: ", bed.pg().port))
+            && verified.contains("restore test: 3 tables match"),
+        "{verified}"
+    );
+    assert!(
+        bed.databases_named("backstop_verify").is_empty(),
+        "the scratch database is dropped"
+    );
     assert_eq!(bed.devices(&id), before, "nothing was restored");
 }
 

@@ -82,11 +82,7 @@ async fn database_of(
     name: Option<&str>,
 ) -> Result<DbTarget, Error> {
     let app = run.application.as_str();
-    let dbs: Vec<&Target> = run
-        .targets
-        .iter()
-        .filter(|t| matches!(t, Target::Database { .. }))
-        .collect();
+    let dbs: Vec<&Target> = run.targets.iter().filter(|t| t.is_database()).collect();
     let Some(n) = name else {
         return match dbs.as_slice() {
             [only] => DbTarget::resolve(secrets, access, tls, app, only).await,

@@ -264,6 +264,11 @@ pub struct Policy {
     pub wait_for: WaitFor,
     #[serde(default, flatten)]
     pub poll: PollPolicy,
+    /// VerifyBackup also restores each database's dump into a scratch database on its own
+    /// server, compares the row counts with the manifest and drops it, before the deploy runs.
+    /// Off by default: it takes as long as a restore, within VerifyBackup's own time.
+    #[serde(default)]
+    pub restore_test: bool,
 }
 
 fn completed() -> WaitFor {
@@ -275,6 +280,7 @@ impl Default for Policy {
         Policy {
             wait_for: WaitFor::Completed,
             poll: PollPolicy::default(),
+            restore_test: false,
         }
     }
 }
@@ -366,6 +372,11 @@ pub const MAX_TARGETS: usize = 16;
 pub const MAX_RUN_DOCUMENT: usize = 32 * 1024;
 
 impl Target {
+    /// Whether this is a database target.
+    pub fn is_database(&self) -> bool {
+        matches!(self, Target::Database { .. })
+    }
+
     fn check(&self) -> Result<(), Error> {
         match self {
             Target::Instance {

@@ -21,7 +21,6 @@ use crate::error::{Error, Named};
 use crate::model::manifest::{
     check_segment, BackupState, DatabaseBackup, Manifest, Purpose, VolumeBackup,
 };
-use crate::model::run::Target;
 use crate::progress::Quiet;
 use crate::store::download::DownloadTuning;
 use crate::tasks::ScheduledEvent;
@@ -338,11 +337,7 @@ async fn drill_database(
         ))
     })?;
     let mut server = None;
-    for target in run
-        .targets
-        .iter()
-        .filter(|t| matches!(t, Target::Database { .. }))
-    {
+    for target in run.targets.iter().filter(|t| t.is_database()) {
         let db = ctx.database(&manifest.application, target).await?;
         if entry.is(&db.server(), &db.dbname) {
             server = Some(db);

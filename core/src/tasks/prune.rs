@@ -11,7 +11,6 @@ use crate::aws::sfn::running_executions;
 use crate::context::Context;
 use crate::db::target::DbTarget;
 use crate::error::{Error, Named};
-use crate::model::run::Target;
 use crate::retention::{self, Plan, RetentionPolicy};
 use crate::tasks::{check_scheduled, ScheduledEvent};
 
@@ -60,9 +59,7 @@ pub async fn run(ctx: &Context, task: &PruneTask) -> Result<Plan, Error> {
     let manifests = listing.manifests;
     for m in &manifests {
         for target in m.run.iter().flat_map(|r| r.targets.iter()) {
-            if !matches!(target, Target::Database { .. })
-                || seen.contains(&(m.application.clone(), target.clone()))
-            {
+            if !target.is_database() || seen.contains(&(m.application.clone(), target.clone())) {
                 continue;
             }
             seen.push((m.application.clone(), target.clone()));

@@ -1,5 +1,7 @@
 //! verify, mode `backup` (VerifyBackup): the backup's artifacts are what its manifest says:
-//! every dump re-read (size, SHA-256, archive listing), every snapshot present and not failed.
+//! every dump re-read (size, SHA-256, archive listing), every snapshot present and not failed;
+//! with the run's `policy.restore_test`, every dump also restored into a scratch database on
+//! its own server and its row counts compared, before the deploy runs.
 //! Given the run document, it is recorded in the manifest once the backup passes, so guard
 //! mode and restore drills know the run's targets and checks, and the backup is recorded as
 //! its pipeline execution's (the catalog's index), so guard finds it with one read.
@@ -30,7 +32,7 @@ pub struct BackupTask {
 }
 
 pub async fn handle(ctx: &Context, task: BackupTask) -> Result<VerifyReport, Error> {
-    let report = verify_backup(ctx, &task.application, &task.backup_id).await?;
+    let report = verify_backup(ctx, &task.application, &task.backup_id, task.run.as_ref()).await?;
     if let Some(run) = task.run {
         ctx.catalog()
             .amend_manifest(&task.application, &task.backup_id, |m| {
@@ -57,6 +59,7 @@ async fn verify_backup(
     ctx: &Context,
     application: &str,
     backup_id: &str,
+    run: Option<&RunDocument>,
 ) -> Result<VerifyReport, Error> {
     let manifest = ctx.catalog().manifest(application, backup_id).await?;
     if manifest.state == BackupState::Failed {
@@ -68,20 +71,52 @@ async fn verify_backup(
             ),
         });
     }
-    let report = verify_databases(
-        ctx.catalog(),
-        &ctx.tools,
-        &manifest,
-        None,
-        DownloadTuning::default(),
-        &Quiet,
-    )
-    .await?;
-    let mut lines: Vec<String> = report
-        .databases
-        .iter()
-        .map(|d| format!("{}: {} bytes, SHA-256 matches", d.database, d.bytes))
-        .collect();
+    let mut lines: Vec<String> = Vec::new();
+    match run.filter(|r| r.policy.restore_test) {
+        None => {
+            let report = verify_databases(
+                ctx.catalog(),
+                &ctx.tools,
+                &manifest,
+                None,
+                DownloadTuning::default(),
+                &Quiet,
+            )
+            .await?;
+            lines.extend(
+                report
+                    .databases
+                    .iter()
+                    .map(|d| format!("{}: {} bytes, SHA-256 matches", d.database, d.bytes)),
+            );
+        }
+        Some(run) => {
+            // Each database restored on its own server, with the run's own login for it.
+            for target in run.targets.iter().filter(|t| t.is_database()) {
+                let db = ctx.database(application, target).await?;
+                let entry = manifest.database(&db.server(), &db.dbname)?;
+                let mut one = manifest.clone();
+                one.databases = vec![entry.clone()];
+                let report = verify_databases(
+                    ctx.catalog(),
+                    &ctx.tools,
+                    &one,
+                    Some(&db),
+                    DownloadTuning::default(),
+                    &Quiet,
+                )
+                .await?;
+                lines.extend(report.databases.iter().map(|d| {
+                    format!(
+                        "{}: {} bytes, SHA-256 matches, restore test: {} tables match",
+                        entry.label(),
+                        d.bytes,
+                        d.restore_test_tables.unwrap_or(0)
+                    )
+                }));
+            }
+        }
+    }
     let now = OffsetDateTime::now_utc();
     for entry in &manifest.instances {
         let job = InstanceJob::of(backup_id, application, entry, manifest.started_at);
