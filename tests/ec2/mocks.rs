@@ -1107,28 +1107,48 @@ fn world_rules(w: &Shared) -> Vec<Rule> {
     ]
 }
 
-/// `DescribeSnapshots` answering each snapshot asked for as one of backup [`BACKUP`] (tagged
-/// with its id), as Backstop's backups are.
-fn backup_snapshots() -> Rule {
-    mock!(Client::describe_snapshots).then_compute_output(|req| {
-        let tagged = req
-            .snapshot_ids()
-            .iter()
-            .map(|id| {
-                Snapshot::builder()
-                    .snapshot_id(id)
-                    .state(SnapshotState::Completed)
-                    .tags(
-                        Tag::builder()
-                            .key(backstop_core::aws::ec2::TAG_BACKUP_ID)
-                            .value(BACKUP)
-                            .build(),
-                    )
-                    .build()
+/// A completed snapshot carrying backup `backup`'s id tag.
+fn snapshot_of(id: &str, backup: &str) -> Snapshot {
+    Snapshot::builder()
+        .snapshot_id(id)
+        .state(SnapshotState::Completed)
+        .tags(
+            Tag::builder()
+                .key(backstop_core::aws::ec2::TAG_BACKUP_ID)
+                .value(backup)
+                .build(),
+        )
+        .build()
+}
+
+/// `DescribeSnapshots` as EC2 answers it: each snapshot asked for, of the backup `owner`
+/// names for it, less those a `tag:` filter of the request leaves out.
+fn snapshots_owned_by(owner: fn(&str) -> &'static str) -> Rule {
+    mock!(Client::describe_snapshots).then_compute_output(move |req| {
+        let wanted = |s: &Snapshot| {
+            req.filters().iter().all(|f| {
+                let Some(key) = f.name().and_then(|n| n.strip_prefix("tag:")) else {
+                    return true;
+                };
+                s.tags().iter().any(|t| {
+                    t.key() == Some(key) && f.values().iter().any(|v| t.value() == Some(v))
+                })
             })
-            .collect();
-        snapshots(tagged)
+        };
+        snapshots(
+            req.snapshot_ids()
+                .iter()
+                .map(|id| snapshot_of(id, owner(id)))
+                .filter(wanted)
+                .collect(),
+        )
     })
+}
+
+/// `DescribeSnapshots` answering each snapshot asked for as one of backup [`BACKUP`], as
+/// Backstop's backups are.
+fn backup_snapshots() -> Rule {
+    snapshots_owned_by(|_| BACKUP)
 }
 
 /// Runs steps until the restore is done (or a step fails); panics if it never converges.
@@ -1368,14 +1388,7 @@ fn mocked_a_failed_set_deletes_only_the_snapshots_carrying_this_backups_tag() {
                 f.name() == Some(&format!("tag:{TAG_BACKUP_ID}")) && f.values() == [BACKUP]
             })
         })
-        .then_output(|| {
-            snapshots(vec![snapshot(
-                OURS,
-                "vol-0aaaaaaaaaaaaaaa1",
-                SnapshotState::Error,
-                "10%",
-            )])
-        });
+        .then_output(|| snapshots(vec![snapshot_of(OURS, BACKUP)]));
     let delete_ours = mock!(Client::delete_snapshot)
         .match_requests(|r| r.snapshot_id() == Some(OURS))
         .then_output(|| DeleteSnapshotOutput::builder().build());
@@ -1427,29 +1440,12 @@ fn mocked_a_failed_set_deletes_only_the_snapshots_carrying_this_backups_tag() {
 #[test]
 fn mocked_a_snapshot_without_the_backups_tag_is_refused_before_the_instance_is_touched() {
     let instance = running_instance();
-    let foreign = mock!(Client::describe_snapshots).then_compute_output(|req| {
-        snapshots(
-            req.snapshot_ids()
-                .iter()
-                .map(|id| {
-                    let owner = if id == "snap-a" {
-                        "someone-else"
-                    } else {
-                        BACKUP
-                    };
-                    Snapshot::builder()
-                        .snapshot_id(id)
-                        .state(SnapshotState::Completed)
-                        .tags(
-                            Tag::builder()
-                                .key(backstop_core::aws::ec2::TAG_BACKUP_ID)
-                                .value(owner)
-                                .build(),
-                        )
-                        .build()
-                })
-                .collect(),
-        )
+    let foreign = snapshots_owned_by(|id| {
+        if id == "snap-a" {
+            "someone-else"
+        } else {
+            BACKUP
+        }
     });
     let volumes =
         mock!(Client::describe_volumes).then_output(|| DescribeVolumesOutput::builder().build());

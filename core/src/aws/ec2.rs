@@ -201,6 +201,56 @@ impl Ec2 {
         Ok(vols)
     }
 
+    /// Those of `ids` that carry this backup's id tag (`backstop:backup-id=backup_id`): asked
+    /// by id with the tag as a filter, each answer's tag checked again. Backstop uses or deletes
+    /// a snapshot only when it is in this list.
+    pub async fn snapshots_of_backup(
+        &self,
+        ids: &[String],
+        backup_id: &str,
+    ) -> Result<Vec<String>, Error> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let filters = tag_filters(&[(TAG_BACKUP_ID, backup_id)]);
+        let out = self
+            .call("DescribeSnapshots", |c| {
+                c.describe_snapshots()
+                    .set_snapshot_ids(Some(ids.to_vec()))
+                    .set_filters(Some(filters.clone()))
+                    .send()
+            })
+            .await?;
+        Ok(out
+            .snapshots()
+            .iter()
+            .filter(|s| tag_value(s.tags(), TAG_BACKUP_ID) == Some(backup_id))
+            .filter_map(|s| s.snapshot_id().map(str::to_string))
+            .collect())
+    }
+
+    /// The image `image_id` when it carries this backup's id tag; `None` when it does not
+    /// (or no longer exists).
+    pub async fn image_of_backup(
+        &self,
+        image_id: &str,
+        backup_id: &str,
+    ) -> Result<Option<aws_sdk_ec2::types::Image>, Error> {
+        let out = self
+            .call("DescribeImages", |c| {
+                c.describe_images().image_ids(image_id).send()
+            })
+            .await?;
+        Ok(out
+            .images()
+            .iter()
+            .find(|i| {
+                i.image_id() == Some(image_id)
+                    && tag_value(i.tags(), TAG_BACKUP_ID) == Some(backup_id)
+            })
+            .cloned())
+    }
+
     /// Volumes carrying every `key=value` tag.
     pub async fn volumes_tagged(&self, tags: &[(&str, &str)]) -> Result<Vec<Volume>, Error> {
         let filters = tag_filters(tags);

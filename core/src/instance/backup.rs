@@ -702,60 +702,33 @@ pub async fn record_outcome(
 async fn discard(ec2: &Ec2, job: &InstanceJob) {
     let mut snapshots = job.snapshot_ids.clone();
     if let Some(image_id) = &job.image_id {
-        if let Ok(out) = ec2
-            .call("DescribeImages", |c| {
-                c.describe_images().image_ids(image_id).send()
-            })
-            .await
-        {
-            if let Some(image) = out.images().first() {
-                let ours = image.tags().iter().any(|t| {
-                    t.key() == Some(crate::aws::ec2::TAG_BACKUP_ID)
-                        && t.value() == Some(job.backup_id.as_str())
-                });
-                if !ours {
-                    tracing::warn!(image = %image_id, "not deregistered: it does not carry this backup's id tag");
-                    return;
-                }
+        match ec2.image_of_backup(image_id, &job.backup_id).await {
+            Ok(Some(image)) => {
                 snapshots.extend(
                     image
                         .block_device_mappings()
                         .iter()
                         .filter_map(|m| m.ebs()?.snapshot_id().map(str::to_string)),
                 );
+                if let Err(e) = ec2
+                    .call("DeregisterImage", |c| {
+                        c.deregister_image().image_id(image_id).send()
+                    })
+                    .await
+                {
+                    tracing::warn!(image = %image_id, error = %e, "could not deregister the failed image");
+                }
+            }
+            Ok(None) => {
+                tracing::warn!(image = %image_id, "not deregistered: it does not carry this backup's id tag (or is gone)")
+            }
+            Err(e) => {
+                tracing::warn!(image = %image_id, error = %e, "not deregistered: the image cannot be checked")
             }
         }
-        if let Err(e) = ec2
-            .call("DeregisterImage", |c| {
-                c.deregister_image().image_id(image_id).send()
-            })
-            .await
-        {
-            tracing::warn!(image = %image_id, error = %e, "could not deregister the failed image");
-        }
     }
-    if snapshots.is_empty() {
-        return;
-    }
-    let tagged: Vec<String> = match ec2
-        .call("DescribeSnapshots", |c| {
-            c.describe_snapshots()
-                .set_snapshot_ids(Some(snapshots.clone()))
-                .filters(
-                    aws_sdk_ec2::types::Filter::builder()
-                        .name(format!("tag:{}", crate::aws::ec2::TAG_BACKUP_ID))
-                        .values(&job.backup_id)
-                        .build(),
-                )
-                .send()
-        })
-        .await
-    {
-        Ok(out) => out
-            .snapshots()
-            .iter()
-            .filter_map(|s| s.snapshot_id().map(str::to_string))
-            .collect(),
+    let tagged = match ec2.snapshots_of_backup(&snapshots, &job.backup_id).await {
+        Ok(tagged) => tagged,
         Err(e) => {
             tracing::warn!(error = %e, "the failed set's snapshots cannot be listed; none deleted");
             Vec::new()

@@ -174,35 +174,12 @@ async fn ensure_backup_tagged(
             r.backup_id
         ),
     };
-    if !snapshots.is_empty() {
-        let out = ec2
-            .call("DescribeSnapshots", |c| {
-                c.describe_snapshots()
-                    .set_snapshot_ids(Some(snapshots.to_vec()))
-                    .send()
-            })
-            .await?;
-        for s in snapshots {
-            let ours = out.snapshots().iter().any(|found| {
-                found.snapshot_id() == Some(s.as_str())
-                    && tag_value(found.tags(), TAG_BACKUP_ID) == Some(r.backup_id)
-            });
-            if !ours {
-                return Err(refused(format!("snapshot {s}")));
-            }
-        }
+    let ours = ec2.snapshots_of_backup(snapshots, r.backup_id).await?;
+    if let Some(s) = snapshots.iter().find(|s| !ours.contains(s)) {
+        return Err(refused(format!("snapshot {s}")));
     }
     if let Some(image) = image {
-        let out = ec2
-            .call("DescribeImages", |c| {
-                c.describe_images().image_ids(image).send()
-            })
-            .await?;
-        let ours = out.images().iter().any(|found| {
-            found.image_id() == Some(image)
-                && tag_value(found.tags(), TAG_BACKUP_ID) == Some(r.backup_id)
-        });
-        if !ours {
+        if ec2.image_of_backup(image, r.backup_id).await?.is_none() {
             return Err(refused(format!("image {image}")));
         }
     }
