@@ -341,10 +341,14 @@ async fn restore_swap(
     let ts = timestamp(OffsetDateTime::now_utc());
     let fresh = derived_name(&target.dbname, &format!("restore_{ts}"));
     let failed = derived_name(&target.dbname, &format!("failed_{ts}"));
-    let target_exists = maint.database_exists(&target.dbname).await?;
-    maint
-        .create_database(&fresh, target_exists.then_some(target.dbname.as_str()))
-        .await?;
+    // The target as it is now: the new database is made like it (owner, encoding, locale).
+    let found = match maint.database_exists(&target.dbname).await? {
+        true => Some(properties::read(maint, &target.dbname).await?),
+        false => None,
+    };
+    let target_exists = found.is_some();
+    let own_comment = found.as_ref().and_then(|p| p.comment.clone());
+    maint.create_database(&fresh, found.as_ref()).await?;
     // Marked from birth, so that a restore killed before it could drop its copy leaves one
     // prune recognises; the mark goes just before the swap.
     let marked = maint
@@ -383,8 +387,7 @@ async fn restore_swap(
         // backup that did not record it) the target's current one.
         let comment = match &entry.properties {
             Some(props) => props.comment.clone(),
-            None if target_exists => maint.comment_of(&target.dbname).await?,
-            None => None,
+            None => own_comment.clone(),
         };
         maint.set_comment(&fresh, comment.as_deref()).await?;
         let not_restored = match &entry.properties {
@@ -412,7 +415,6 @@ async fn restore_swap(
         });
     }
     // The swap: close the target, move it aside, move the restored database in.
-    let own_comment = maint.comment_of(&target.dbname).await.ok().flatten();
     if let Err(e) = maint.close_database(&target.dbname).await {
         let _ = maint.open_database(&target.dbname).await;
         let _ = maint.drop_database(&fresh).await;

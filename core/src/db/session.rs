@@ -3,7 +3,7 @@
 
 use crate::db::target::DbTarget;
 use crate::error::Error;
-use crate::model::manifest::TableCount;
+use crate::model::manifest::{DatabaseProperties, TableCount};
 
 /// Quotes a PostgreSQL identifier.
 pub fn quote_ident(name: &str) -> String {
@@ -256,48 +256,24 @@ impl Session {
         Ok(n > 0)
     }
 
-    /// Creates an empty database shaped like `like` (owner, encoding, collation) when that
-    /// exists, otherwise with the server defaults, from `template0`.
-    pub async fn create_database(&self, name: &str, like: Option<&str>) -> Result<(), Error> {
+    /// Creates an empty database from `template0`, with the owner, encoding and locale of
+    /// `like` when given, otherwise the server's defaults.
+    pub async fn create_database(
+        &self,
+        name: &str,
+        like: Option<&DatabaseProperties>,
+    ) -> Result<(), Error> {
         let mut sql = format!("CREATE DATABASE {} TEMPLATE template0", quote_ident(name));
         if let Some(like) = like {
-            let row = self
-                .client
-                .query_opt(
-                    "SELECT pg_get_userbyid(datdba)::text, pg_encoding_to_char(encoding)::text, \
-                     datcollate::text, datctype::text FROM pg_database WHERE datname = $1",
-                    &[&like],
-                )
-                .await
-                .map_err(|e| self.err(&e))?;
-            if let Some(row) = row {
-                let get = |i: usize| row.try_get::<_, String>(i).map_err(|e| self.err(&e));
-                sql.push_str(&format!(
-                    " OWNER {} ENCODING '{}' LC_COLLATE '{}' LC_CTYPE '{}'",
-                    quote_ident(&get(0)?),
-                    get(1)?.replace('\'', "''"),
-                    get(2)?.replace('\'', "''"),
-                    get(3)?.replace('\'', "''"),
-                ));
-            }
+            sql.push_str(&format!(
+                " OWNER {} ENCODING {} LC_COLLATE {} LC_CTYPE {}",
+                quote_ident(&like.owner),
+                quote_literal(&like.encoding),
+                quote_literal(&like.collate),
+                quote_literal(&like.ctype),
+            ));
         }
         self.execute(&sql).await
-    }
-
-    /// The database's comment, if it has one.
-    pub async fn comment_of(&self, name: &str) -> Result<Option<String>, Error> {
-        let row = self
-            .client
-            .query_opt(
-                "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
-                &[&name],
-            )
-            .await
-            .map_err(|e| self.err(&e))?;
-        match row {
-            Some(row) => row.try_get(0).map_err(|e| self.err(&e)),
-            None => Ok(None),
-        }
     }
 
     /// Sets (or, with `None`, removes) the database's comment.
