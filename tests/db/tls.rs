@@ -2,7 +2,20 @@
 //! restore over TLS with libpq's sslmode meanings, and named errors when TLS is off or the
 //! certificate cannot be trusted.
 
-use crate::support::{Bed, SHOP_SCHEMA};
+use crate::support::{Bed, Run, SHOP_SCHEMA};
+
+/// A backup refused because the server's certificate cannot be trusted, before anything was
+/// written.
+fn refused_on_the_certificate(bed: &Bed, run: &Run) {
+    assert!(!run.ok);
+    assert!(
+        run.stderr.contains("error: DatabaseError:")
+            && run.stderr.to_lowercase().contains("certificate"),
+        "{}",
+        run.stderr
+    );
+    assert!(bed.keys().is_empty(), "nothing written: {:?}", bed.keys());
+}
 
 #[test]
 fn backup_and_restore_over_tls_with_sslmode_semantics() {
@@ -38,14 +51,7 @@ fn backup_and_restore_over_tls_with_sslmode_semantics() {
         "--database-url",
         &format!("{url}?sslmode=verify-full"),
     ]);
-    assert!(!run.ok);
-    assert!(
-        run.stderr.contains("error: DatabaseError:")
-            && run.stderr.to_lowercase().contains("certificate"),
-        "{}",
-        run.stderr
-    );
-    assert!(bed.keys().is_empty(), "nothing written: {:?}", bed.keys());
+    refused_on_the_certificate(&bed, &run);
 
     // libpq's default (prefer) negotiates TLS; verify-full with the right root works end to end.
     let id = cli.db_backup("app", &[]);
@@ -98,14 +104,7 @@ fn a_secrets_server_is_verified_with_the_operators_sslmode_and_bundle() {
     };
     // Without a CA bundle the system's roots do not know this server: refused, nothing written.
     let run = backup(&["--sslmode", "verify-full"]);
-    assert!(!run.ok);
-    assert!(
-        run.stderr.contains("error: DatabaseError:")
-            && run.stderr.to_lowercase().contains("certificate"),
-        "{}",
-        run.stderr
-    );
-    assert!(bed.keys().is_empty(), "nothing written: {:?}", bed.keys());
+    refused_on_the_certificate(&bed, &run);
     let run = backup(&["--sslmode", "sometimes"]);
     assert!(!run.ok);
     assert!(

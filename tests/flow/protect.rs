@@ -1346,18 +1346,24 @@ fn bad_run_documents_are_invalid_input_and_touch_nothing() {
         .as_array_mut()
         .unwrap()
         .push(json!({"type": "disk", "disk_id": "d-1"}));
-    let started = bed
-        .rt
-        .block_on(
-            sfn.start_execution()
-                .state_machine_arn(&machine)
-                .name("malformed")
-                .input(doc.to_string())
-                .send(),
-        )
-        .unwrap();
-    let arn = started.execution_arn();
-    let described = bed.finished(arn);
+    // An execution started directly with `input`, run to its end: its ARN and description.
+    let run_to_end = |name: &str, input: &Value| {
+        let started = bed
+            .rt
+            .block_on(
+                sfn.start_execution()
+                    .state_machine_arn(&machine)
+                    .name(name)
+                    .input(input.to_string())
+                    .send(),
+            )
+            .unwrap();
+        let arn = started.execution_arn().to_string();
+        let described = bed.finished(&arn);
+        (arn, described)
+    };
+    let (arn, described) = run_to_end("malformed", &doc);
+    let arn = arn.as_str();
     assert_eq!(described.status().as_str(), "FAILED", "{described:?}");
     assert_eq!(described.error(), Some("InvalidInput"), "{described:?}");
     let cause: Value = serde_json::from_str(described.cause().unwrap()).unwrap();
@@ -1380,18 +1386,8 @@ fn bad_run_documents_are_invalid_input_and_touch_nothing() {
         "backup_id": "20261101T000000Z-0badc0de",
         "failure": {"Error": "PipelineStageFailed", "Cause": "forged"}
     }});
-    let started = bed
-        .rt
-        .block_on(
-            sfn.start_execution()
-                .state_machine_arn(&machine)
-                .name("forged-restore")
-                .input(forged.to_string())
-                .send(),
-        )
-        .unwrap();
-    let arn = started.execution_arn();
-    let described = bed.finished(arn);
+    let (arn, described) = run_to_end("forged-restore", &forged);
+    let arn = arn.as_str();
     assert_eq!(described.status().as_str(), "FAILED", "{described:?}");
     let cause: Value = serde_json::from_str(described.cause().unwrap()).unwrap();
     assert_eq!(cause["errorType"], "NotAllowed", "{cause}");
